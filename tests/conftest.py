@@ -25,3 +25,51 @@ def legacy_dir() -> Path:
     if not LEGACY_DIR.is_dir():
         pytest.skip("../shared/legacy/signalcraftapp is absent")
     return LEGACY_DIR
+
+
+# --- embedded S3 server (moto over real HTTP; boto3 is never patched) ---------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """One embedded S3-compatible server for the session, with dummy credentials (real ones are kept)."""
+    import os
+
+    from signalcraft_core.s3server import local_credentials_env, start_s3_server
+
+    for name, value in local_credentials_env().items():
+        os.environ.setdefault(name, value)
+    server = start_s3_server(host="127.0.0.1", port=0)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3(s3_server):
+    """A boto3 S3 client pointed at the embedded server."""
+    from signalcraft_core.storage import s3_client
+
+    return s3_client(endpoint_url=s3_server.endpoint_url)
+
+
+@pytest.fixture
+def make_bucket(s3):
+    """Factory: `make_bucket(versioned=False) -> name` creates a uniquely named bucket for this test."""
+    import uuid
+
+    def _make(versioned: bool = False) -> str:
+        name = f"sc-test-{uuid.uuid4().hex[:20]}"
+        s3.create_bucket(Bucket=name)
+        if versioned:
+            s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+        return name
+
+    return _make
+
+
+@pytest.fixture
+def bucket(make_bucket) -> str:
+    """One fresh bucket for tests that need just one."""
+    return make_bucket()

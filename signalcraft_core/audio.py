@@ -1,0 +1,514 @@
+"""Why: every recording enters through one decoder that yields mono 16 kHz float32 or a typed AudioError.
+
+Any RIFF/WAVE a user will meet (PCM 8/16/24/32, IEEE float 32/64, WAVE_FORMAT_EXTENSIBLE such as the
+8-channel MIMII files) is parsed chunk by chunk with struct + numpy (Python's `wave` rejects EXTENSIBLE).
+Whatever the bytes, `decode_wav` returns an `Audio` or raises `AudioError` with a stable `ErrorCode`.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from signalcraft_core.errors import AudioError, ErrorCode
+
+__all__ = [
+    "Audio",
+    "AudioConfig",
+    "DEFAULT_AUDIO_CONFIG",
+    "SAMPLE_FORMATS",
+    "decode_wav",
+    "encode_wav",
+    "read_wav",
+]
+
+WAVE_FORMAT_PCM = 0x0001
+WAVE_FORMAT_IEEE_FLOAT = 0x0003
+WAVE_FORMAT_EXTENSIBLE = 0xFFFE
+# KSDATAFORMAT_SUBTYPE_* GUIDs are <format tag as uint32 LE> + this fixed tail.
+_GUID_TAIL = b"\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
+
+# name -> (format tag, container bits)
+SAMPLE_FORMATS: dict[str, tuple[int, int]] = {
+    "pcm8": (WAVE_FORMAT_PCM, 8),
+    "pcm16": (WAVE_FORMAT_PCM, 16),
+    "pcm24": (WAVE_FORMAT_PCM, 24),
+    "pcm32": (WAVE_FORMAT_PCM, 32),
+    "float32": (WAVE_FORMAT_IEEE_FLOAT, 32),
+    "float64": (WAVE_FORMAT_IEEE_FLOAT, 64),
+}
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """Limits and output shape of decoding; the defaults suit 10 s machine clips."""
+
+    target_rate: int = 16000
+    channel: int | None = None  # None: mean over channels; else keep only this channel index
+    min_seconds: float = 1.0
+    max_seconds: float = 600.0
+    max_bytes: int = 256 * 1024 * 1024  # callers check before download; decode_wav re-checks len(data)
+    min_rate: int = 4000
+    max_rate: int = 384000
+    max_channels: int = 64
+    silence_peak: float = 2.0**-15  # peak |x| below one 16-bit LSB is digital silence
+
+    def __post_init__(self) -> None:
+        """A nonsensical config is a programming error, not a bad recording: fail at construction."""
+        if self.target_rate <= 0 or not 0 < self.min_rate <= self.max_rate:
+            raise ValueError(f"invalid rates in {self}")
+        if self.max_channels < 1 or self.max_bytes < 0 or self.min_seconds > self.max_seconds:
+            raise ValueError(f"invalid limits in {self}")
+        if self.channel is not None and self.channel < 0:
+            raise ValueError(f"channel must be >= 0 or None, got {self.channel}")
+
+
+DEFAULT_AUDIO_CONFIG = AudioConfig()
+
+
+@dataclass(frozen=True)
+class Audio:
+    """A decoded recording: mono float32 at the target rate, plus what the original was."""
+
+    samples: np.ndarray  # float32, mono, at target_rate, full scale [-1, 1]
+    sample_rate: int  # == config.target_rate
+    sample_rate_in: int
+    channels_in: int
+    duration_s: float  # duration of the original recording
+    format: str  # "pcm8", "pcm16", "pcm24", "pcm32", "float32" or "float64"
+
+
+# --------------------------------------------------------------------------------------------- writer
+
+
+def encode_wav(
+    samples: np.ndarray, rate: int, sample_format: str = "pcm16", extensible: bool = False
+) -> bytes:
+    """Write a WAV so tests and the synthetic generator produce exactly what real recorders do.
+
+    `samples` has shape (n,) or (n, channels), floats in [-1, 1]. PCM formats clip to full scale
+    (pcm8 is unsigned, offset 128); float formats are written as given, so NaN/inf/over-range
+    values can be produced on purpose. `extensible=True` writes WAVE_FORMAT_EXTENSIBLE
+    (tag 0xFFFE, cbSize 22, PCM or IEEE-float subformat GUID) like the MIMII files.
+    """
+    if sample_format not in SAMPLE_FORMATS:
+        raise ValueError(f"unknown sample_format {sample_format!r}; use one of {sorted(SAMPLE_FORMATS)}")
+    rate = int(rate)
+    if not 0 < rate < 2**32:
+        raise ValueError(f"sample rate must be a positive 32-bit integer, got {rate}")
+    x = np.asarray(samples)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2 or x.shape[1] < 1:
+        raise ValueError(f"samples must have shape (n,) or (n, channels), got {np.shape(samples)}")
+    tag, bits = SAMPLE_FORMATS[sample_format]
+    channels = int(x.shape[1])
+    payload = _to_container(x, sample_format)
+    block_align = channels * bits // 8
+    if extensible:
+        mask = (1 << channels) - 1 if channels <= 18 else 0
+        guid = struct.pack("<I", tag) + _GUID_TAIL
+        fmt = struct.pack(
+            "<HHIIHHHHI",
+            WAVE_FORMAT_EXTENSIBLE, channels, rate, rate * block_align, block_align, bits, 22, bits, mask,
+        ) + guid
+    else:
+        fmt = struct.pack("<HHIIHH", tag, channels, rate, rate * block_align, block_align, bits)
+    chunks = _chunk(b"fmt ", fmt) + _chunk(b"data", payload)
+    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks
+
+
+def _chunk(ckid: bytes, body: bytes) -> bytes:
+    pad = b"\x00" if len(body) % 2 else b""
+    return ckid + struct.pack("<I", len(body)) + body + pad
+
+
+def _to_container(x: np.ndarray, sample_format: str) -> bytes:
+    """Interleaved little-endian sample bytes; PCM scaling is the inverse of the decoder's."""
+    if sample_format == "float32":
+        return np.ascontiguousarray(x, dtype="<f4").tobytes()
+    if sample_format == "float64":
+        return np.ascontiguousarray(x, dtype="<f8").tobytes()
+    xf = np.asarray(x, dtype=np.float64)
+    if sample_format == "pcm8":
+        return np.clip(np.rint(xf * 128.0 + 128.0), 0, 255).astype(np.uint8).tobytes()
+    if sample_format == "pcm16":
+        return np.clip(np.rint(xf * 2.0**15), -(2**15), 2**15 - 1).astype("<i2").tobytes()
+    if sample_format == "pcm32":
+        return np.clip(np.rint(xf * 2.0**31), -(2**31), 2**31 - 1).astype("<i4").tobytes()
+    # pcm24: the low three bytes of each little-endian int32.
+    v = np.clip(np.rint(xf * 2.0**23), -(2**23), 2**23 - 1).astype("<i4")
+    return np.ascontiguousarray(v.reshape(-1, 1).view(np.uint8)[:, :3]).tobytes()
+
+
+# --------------------------------------------------------------------------------------------- reader
+
+_PLACEHOLDER = 0xFFFFFFFF  # streaming writers leave 0 or 0xFFFFFFFF when they never seek back
+
+_TAG_NAMES = {
+    0x0000: "unknown",
+    0x0002: "Microsoft ADPCM",
+    0x0006: "A-law",
+    0x0007: "mu-law",
+    0x0011: "IMA ADPCM",
+    0x0022: "TrueSpeech",
+    0x0031: "GSM 6.10",
+    0x0040: "G.721 ADPCM",
+    0x0050: "MPEG audio",
+    0x0055: "MP3",
+    0x00FF: "AAC",
+    0x0160: "WMA v1",
+    0x0161: "WMA",
+    0x0162: "WMA Pro",
+    0x0163: "WMA Lossless",
+    0x1610: "AAC (ADTS)",
+    0x2000: "AC-3",
+    0x2001: "DTS",
+    0xF1AC: "FLAC",
+}
+
+_MAGICS: tuple[tuple[bytes, str], ...] = (
+    (b"\xff\xd8\xff", "it starts like a JPEG image"),
+    (b"\x89PNG\r\n\x1a\n", "it starts like a PNG image"),
+    (b"GIF8", "it starts like a GIF image"),
+    (b"ID3", "it starts like an MP3 file"),
+    (b"fLaC", "it starts like a FLAC file"),
+    (b"OggS", "it starts like an Ogg file"),
+    (b"FORM", "it starts like an AIFF file"),
+    (b".snd", "it starts like a Sun/NeXT AU file"),
+    (b"%PDF", "it starts like a PDF document"),
+    (b"PK\x03\x04", "it starts like a ZIP archive"),
+    (b"\x1f\x8b", "it starts like a gzip archive"),
+    (b"\x1aE\xdf\xa3", "it starts like a Matroska/WebM file"),
+    (b"caff", "it starts like a CAF file"),
+)
+
+_DTYPES = {"pcm8": "u1", "pcm16": "<i2", "pcm32": "<i4", "float32": "<f4", "float64": "<f8"}
+_SCALES = {"pcm8": 2.0**-7, "pcm16": 2.0**-15, "pcm24": 2.0**-23, "pcm32": 2.0**-31, "float32": 1.0, "float64": 1.0}
+
+
+@dataclass(frozen=True)
+class _Fmt:
+    """The parts of a fmt chunk that decide how samples are read."""
+
+    tag: int  # WAVE_FORMAT_PCM or WAVE_FORMAT_IEEE_FLOAT (the subformat for EXTENSIBLE)
+    channels: int
+    rate: int
+    bits: int  # container bits
+    block_align: int
+
+    @property
+    def name(self) -> str:
+        return ("pcm" if self.tag == WAVE_FORMAT_PCM else "float") + str(self.bits)
+
+    def describe(self) -> str:
+        kind = "PCM" if self.tag == WAVE_FORMAT_PCM else "float"
+        return f"{self.bits}-bit {kind}, {self.channels} channel{'s' if self.channels != 1 else ''}, {self.rate} Hz"
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where the fmt and data chunks are, found by walking the RIFF chunk list."""
+
+    fmt: tuple[int, int] | None  # (body offset, size)
+    data: tuple[int, int] | None  # (body offset, declared size)
+    cut: str | None  # why the walk hit the end of the file inside a chunk, if it did
+
+
+def decode_wav(data: bytes | bytearray | memoryview, config: AudioConfig = DEFAULT_AUDIO_CONFIG) -> Audio:
+    """Decode WAV bytes to mono float32 at `config.target_rate`; any bad input raises AudioError.
+
+    Header limits (size, rate, channels, duration) are checked before any sample is converted,
+    so a lying header never causes a large allocation.
+    """
+    mv = memoryview(data)
+    if mv.ndim != 1 or mv.format not in ("B", "b", "c"):
+        mv = memoryview(mv.tobytes())
+    try:
+        return _decode(mv, config)
+    except AudioError:
+        raise
+    except MemoryError as exc:
+        raise AudioError(ErrorCode.TOO_LARGE, "not enough memory to decode this recording") from exc
+    except struct.error as exc:  # guarded against below; kept so no input can escape as a traceback
+        raise AudioError(ErrorCode.TRUNCATED, f"unexpected decoder error (header cut short?): {exc}") from exc
+    except (ValueError, IndexError, ArithmeticError, TypeError) as exc:
+        raise AudioError(ErrorCode.BAD_HEADER, f"unexpected decoder error: {exc}") from exc
+    except Exception as exc:  # pragma: no cover - a bug; still one typed record
+        raise AudioError(ErrorCode.INTERNAL_ERROR, f"unexpected decoder error: {exc!r}") from exc
+
+
+def read_wav(path: str | os.PathLike[str], config: AudioConfig = DEFAULT_AUDIO_CONFIG) -> Audio:
+    """Read and decode a WAV file; the size limit is checked before reading a single byte."""
+    p = os.fspath(path)
+    try:
+        st = os.stat(p)
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise AudioError(ErrorCode.NOT_FOUND, f"file not found: {p}") from exc
+    except OSError as exc:
+        raise AudioError(ErrorCode.STORAGE_ERROR, f"cannot stat {p}: {exc.strerror or exc}") from exc
+    if not os.path.isfile(p):
+        raise AudioError(ErrorCode.NOT_FOUND, f"not a regular file: {p}")
+    if st.st_size > config.max_bytes:
+        raise AudioError(ErrorCode.TOO_LARGE, f"file is {_size(st.st_size)}, over the {_size(config.max_bytes)} limit")
+    try:
+        with open(p, "rb") as fh:
+            raw = fh.read(config.max_bytes + 1)  # a file growing after stat is still caught below
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise AudioError(ErrorCode.NOT_FOUND, f"file vanished before it was read: {p}") from exc
+    except OSError as exc:
+        raise AudioError(ErrorCode.STORAGE_ERROR, f"cannot read {p}: {exc.strerror or exc}") from exc
+    return decode_wav(raw, config)
+
+
+def _decode(mv: memoryview, cfg: AudioConfig) -> Audio:
+    n = mv.nbytes
+    if n == 0:
+        raise AudioError(ErrorCode.EMPTY, "file is empty (0 bytes)")
+    if n > cfg.max_bytes:
+        raise AudioError(ErrorCode.TOO_LARGE, f"file is {_size(n)}, over the {_size(cfg.max_bytes)} limit")
+    _check_riff(bytes(mv[:64]), n)
+    riff_end = 8 + struct.unpack_from("<I", mv, 4)[0]
+    layout = _walk(mv)
+    if layout.fmt is None or layout.data is None:
+        missing = "fmt" if layout.fmt is None else "data"
+        if layout.data is not None:  # data present, fmt absent: nothing tells us how to read it
+            raise AudioError(ErrorCode.BAD_HEADER, "no fmt chunk: the sample format is unknown")
+        if layout.cut is not None:
+            raise AudioError(ErrorCode.TRUNCATED, f"no {missing} chunk: {layout.cut} (file truncated)")
+        if riff_end > n:
+            raise AudioError(
+                ErrorCode.TRUNCATED,
+                f"no {missing} chunk: the RIFF header declares {riff_end} bytes but the file has {n} (file truncated)",
+            )
+        raise AudioError(ErrorCode.BAD_HEADER, f"no {missing} chunk in this WAV file")
+    fmt = _parse_fmt(mv, *layout.fmt, cfg)
+    offset, declared = layout.data
+    remaining = n - offset
+    if declared > remaining:
+        if declared not in (0, _PLACEHOLDER):
+            raise AudioError(
+                ErrorCode.TRUNCATED,
+                f"{fmt.describe()}: data chunk declares {declared} bytes but only {remaining} remain (file truncated)",
+            )
+        declared = remaining  # placeholder size: the samples run to the end of the file
+    frames = declared // fmt.block_align  # a trailing partial frame is dropped
+    if frames == 0:
+        raise AudioError(ErrorCode.EMPTY, f"{fmt.describe()}: the data chunk holds no complete sample frame")
+    duration = frames / fmt.rate
+    if duration < cfg.min_seconds:
+        raise AudioError(
+            ErrorCode.TOO_SHORT, f"recording is {duration:.3f} s long, shorter than the {cfg.min_seconds:g} s minimum"
+        )
+    if duration > cfg.max_seconds:
+        raise AudioError(
+            ErrorCode.TOO_LONG, f"recording is {duration:.1f} s long, longer than the {cfg.max_seconds:g} s maximum"
+        )
+    with np.errstate(all="ignore"):
+        y = _to_mono(mv, offset, frames, fmt, cfg.channel)
+    hi, lo = float(y.max()), float(y.min())
+    if not (np.isfinite(hi) and np.isfinite(lo)):
+        bad = int(y.size - np.count_nonzero(np.isfinite(y)))
+        raise AudioError(ErrorCode.NON_FINITE, f"{fmt.describe()}: {bad} of {y.size} samples are NaN or infinite")
+    peak = max(hi, -lo)
+    if peak < cfg.silence_peak:
+        raise AudioError(ErrorCode.SILENT, f"recording is digital silence (peak {peak:.3g} of full scale)")
+    if fmt.rate != cfg.target_rate:
+        y = _resample(y, fmt.rate, cfg.target_rate)
+    return Audio(
+        samples=y,
+        sample_rate=cfg.target_rate,
+        sample_rate_in=fmt.rate,
+        channels_in=fmt.channels,
+        duration_s=duration,
+        format=fmt.name,
+    )
+
+
+def _check_riff(head: bytes, n: int) -> None:
+    """Reject anything that is not a little-endian RIFF/WAVE container, saying what it looks like."""
+    magic = head[:4]
+    if magic in (b"RF64", b"BW64"):
+        raise AudioError(ErrorCode.UNSUPPORTED_FORMAT, f"{magic.decode()} (64-bit WAV) is not supported")
+    if magic == b"RIFX":
+        raise AudioError(ErrorCode.UNSUPPORTED_FORMAT, "big-endian WAV (RIFX) is not supported")
+    if magic != b"RIFF" or (n > 8 and not b"WAVE".startswith(head[8:12])):
+        if n < 4 and b"RIFF".startswith(magic):
+            raise AudioError(ErrorCode.TRUNCATED, f"file is only {n} bytes: the WAV header is cut short")
+        if magic == b"RIFF":
+            form = head[8:12].decode("latin-1")
+            raise AudioError(ErrorCode.NOT_WAV, f"not a WAV file: a RIFF file of type {form!r}, not 'WAVE'")
+        raise AudioError(ErrorCode.NOT_WAV, f"not a WAV file: {_sniff(head)}")
+    if n < 12:
+        raise AudioError(ErrorCode.TRUNCATED, f"file is only {n} bytes: the WAV header is cut short")
+
+
+def _sniff(head: bytes) -> str:
+    """A short guess at what a non-WAV file is, for the error message."""
+    for magic, what in _MAGICS:
+        if head.startswith(magic):
+            return what
+    if head[4:8] == b"ftyp":
+        return "it starts like an MP4/M4A file"
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
+        return "it starts like an MP3/AAC audio stream"
+    texty = sum(1 for b in head if 32 <= b < 127 or b in (9, 10, 13) or b >= 0x80)
+    if b"\x00" not in head and texty >= 0.95 * len(head):
+        return "it looks like text"
+    return f"it starts with bytes {head[:4].hex(' ')}"
+
+
+def _is_fourcc(ckid: bytes) -> bool:
+    return len(ckid) == 4 and all(32 <= b < 127 for b in ckid)
+
+
+def _looks_like_chunk(mv: memoryview, pos: int, n: int) -> bool:
+    if n - pos < 8 or not _is_fourcc(bytes(mv[pos : pos + 4])):
+        return False
+    return struct.unpack_from("<I", mv, pos + 4)[0] <= n - pos - 8
+
+
+def _walk(mv: memoryview) -> _Layout:
+    """Find fmt and data, skipping any other chunk; odd sizes are word-padded (or not, if the writer forgot)."""
+    n = mv.nbytes
+    pos = 12
+    fmt: tuple[int, int] | None = None
+    data: tuple[int, int] | None = None
+    while pos < n and (fmt is None or data is None):
+        if n - pos < 8:
+            return _Layout(fmt, data, f"the file ends inside a chunk header at byte {pos}")
+        ckid = bytes(mv[pos : pos + 4])
+        size = struct.unpack_from("<I", mv, pos + 4)[0]
+        if not _is_fourcc(ckid):
+            raise AudioError(
+                ErrorCode.BAD_HEADER,
+                f"unreadable chunk id {ckid!r} at byte {pos} (a previous chunk declares a wrong size)",
+            )
+        body = pos + 8
+        if ckid == b"data":
+            if size == 0 and body < n and not _looks_like_chunk(mv, body, n):
+                size = _PLACEHOLDER  # an unfinished streaming write: samples follow a 0 size
+            data = (body, size)
+            if size > n - body:
+                break  # the data runs to (or past) the end of the file; judged once fmt is known
+        elif size > n - body:
+            cut = f"the file ends inside the {ckid.decode()!r} chunk at byte {pos} (declares {size} bytes, {n - body} remain)"
+            return _Layout(fmt, data, cut)
+        elif ckid == b"fmt ":
+            fmt = (body, size)
+        pos = body + size + (size & 1)
+        if size & 1 and pos < n and not _looks_like_chunk(mv, pos, n) and _looks_like_chunk(mv, pos - 1, n):
+            pos -= 1
+    return _Layout(fmt, data, None)
+
+
+def _parse_fmt(mv: memoryview, offset: int, size: int, cfg: AudioConfig) -> _Fmt:
+    """Validate the fmt chunk against what we decode and the configured limits."""
+    if size < 16:
+        raise AudioError(ErrorCode.BAD_HEADER, f"fmt chunk is {size} bytes, at least 16 are needed")
+    tag, channels, rate, _byte_rate, block_align, bits = struct.unpack_from("<HHIIHH", mv, offset)
+    valid_bits = bits
+    what = f"format tag 0x{tag:04X}"
+    if tag == WAVE_FORMAT_EXTENSIBLE:
+        if size < 40:
+            raise AudioError(
+                ErrorCode.BAD_HEADER, f"WAVE_FORMAT_EXTENSIBLE fmt chunk is {size} bytes, 40 are needed"
+            )
+        cb_size, valid_bits, _mask = struct.unpack_from("<HHI", mv, offset + 16)
+        guid = bytes(mv[offset + 24 : offset + 40])
+        if cb_size < 22:
+            raise AudioError(ErrorCode.BAD_HEADER, f"WAVE_FORMAT_EXTENSIBLE declares cbSize {cb_size}, 22 are needed")
+        if guid[4:] != _GUID_TAIL:
+            raise AudioError(
+                ErrorCode.UNSUPPORTED_FORMAT, f"WAVE_FORMAT_EXTENSIBLE with unknown subformat GUID {guid.hex()}"
+            )
+        tag = struct.unpack_from("<I", guid)[0]
+        what = f"WAVE_FORMAT_EXTENSIBLE subformat 0x{tag:04X}"
+        valid_bits = valid_bits or bits
+    if tag not in (WAVE_FORMAT_PCM, WAVE_FORMAT_IEEE_FLOAT):
+        name = _TAG_NAMES.get(tag, "unknown codec")
+        raise AudioError(
+            ErrorCode.UNSUPPORTED_FORMAT,
+            f"{what} ({name}) is not supported; only PCM and IEEE float WAV are decoded",
+        )
+    kind = "PCM" if tag == WAVE_FORMAT_PCM else "float"
+    if channels == 0:
+        raise AudioError(ErrorCode.BAD_HEADER, "fmt chunk declares 0 channels")
+    if channels > cfg.max_channels:
+        raise AudioError(ErrorCode.BAD_HEADER, f"fmt chunk declares {channels} channels (at most {cfg.max_channels})")
+    if rate == 0:
+        raise AudioError(ErrorCode.BAD_HEADER, "fmt chunk declares a sample rate of 0 Hz")
+    allowed = (8, 16, 24, 32) if tag == WAVE_FORMAT_PCM else (32, 64)
+    if bits not in allowed:
+        raise AudioError(
+            ErrorCode.UNSUPPORTED_FORMAT,
+            f"{bits}-bit {kind} is not supported (only {', '.join(map(str, allowed))}-bit {kind})",
+        )
+    if valid_bits > bits:
+        raise AudioError(ErrorCode.BAD_HEADER, f"{valid_bits} valid bits do not fit a {bits}-bit sample container")
+    fmt = _Fmt(tag=tag, channels=channels, rate=rate, bits=bits, block_align=block_align)
+    expected = channels * bits // 8
+    if block_align != expected:
+        raise AudioError(
+            ErrorCode.BAD_HEADER, f"{fmt.describe()}: block align is {block_align} bytes, expected {expected}"
+        )
+    if not cfg.min_rate <= rate <= cfg.max_rate:
+        raise AudioError(
+            ErrorCode.UNSUPPORTED_RATE, f"sample rate {rate} Hz is outside {cfg.min_rate}-{cfg.max_rate} Hz"
+        )
+    if cfg.channel is not None and not 0 <= cfg.channel < channels:
+        raise AudioError(
+            ErrorCode.BAD_HEADER, f"channel {cfg.channel} was requested but the file has {channels} channel(s)"
+        )
+    return fmt
+
+
+def _to_mono(mv: memoryview, offset: int, frames: int, fmt: _Fmt, channel: int | None) -> np.ndarray:
+    """Samples as one owned float32 vector: the mean over channels (float64 sum) or one channel.
+
+    Integer samples are scaled by 2**-(bits-1) (pcm8: (x-128)/128), as soundfile/librosa do.
+    """
+    ch = fmt.channels
+    name = fmt.name
+    scale = _SCALES[name]
+    if name == "pcm24":
+        b = np.frombuffer(mv, np.uint8, frames * ch * 3, offset).reshape(frames, ch, 3)
+        if channel is not None:
+            b = b[:, channel : channel + 1, :]
+        wide = np.zeros(b.shape[:2] + (4,), np.uint8)
+        wide[..., 1:] = b
+        raw = wide.view("<i4")[..., 0] >> 8  # arithmetic shift sign-extends the 24-bit value
+    else:
+        raw = np.frombuffer(mv, _DTYPES[name], frames * ch, offset).reshape(frames, ch)
+        if channel is not None:
+            raw = raw[:, channel : channel + 1]
+    if raw.shape[1] == 1:
+        y = raw[:, 0].astype(np.float32)  # one copy; scaling by a power of two is exact
+        if name == "pcm8":
+            y -= 128.0
+        if scale != 1.0:
+            y *= np.float32(scale)
+        return y
+    acc = raw.sum(axis=1, dtype=np.float64)
+    if name == "pcm8":
+        acc -= 128.0 * ch
+    acc *= scale / ch
+    return acc.astype(np.float32)
+
+
+def _resample(y: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """Polyphase resampling by the reduced ratio; scipy is imported only when a file needs it."""
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    g = gcd(rate_in, rate_out)
+    out = resample_poly(y, rate_out // g, rate_in // g)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n} bytes"

@@ -1,0 +1,187 @@
+"""Grade objects from a bucket: the one pipe behind every handler (upload, sweep, map batch, CLI).
+
+ObjectRefs in, one GradeRecord per ref out, in order. Downloads run on a small thread pool so
+object-store latency overlaps with scoring; clips are scored in batches per model set.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Mapping, Sequence
+
+from .audio import AudioConfig
+from .errors import ErrorCode, SignalcraftError, StorageError
+from .events import ObjectRef, is_own_output, wanted
+from .grading import PREFERENCES
+from .model_store import ModelStore
+from .records import GradeRecord, record_id
+from .scoring import ClipScore, score_payloads
+
+log = logging.getLogger(__name__)
+#: Failures the platform should retry (raise) rather than record as final.
+TRANSIENT_CODES = frozenset({ErrorCode.STORAGE_ERROR.value})
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """The handlers' settings, read from their environment (template.yaml sets them)."""
+
+    output_bucket: str | None = None
+    output_prefix: str = "grades/"
+    model_uri: str | None = None
+    preference: str = "hybrid"
+    suffixes: tuple[str, ...] = (".wav",)
+    max_bytes: int = 256 * 1024 * 1024
+    batch_size: int = 32
+    io_threads: int = 8
+    model_check_seconds: float = 300.0
+    key_pattern: str | None = None
+    audio: AudioConfig = field(default_factory=AudioConfig)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "JobConfig":
+        env = os.environ if env is None else env
+        preference = env.get("MODEL_PREFERENCE") or "hybrid"
+        if preference not in PREFERENCES:
+            raise ValueError(f"MODEL_PREFERENCE must be one of {', '.join(PREFERENCES)}, not {preference!r}")
+        prefix = env.get("OUTPUT_PREFIX", "grades/")
+        max_bytes = int(env.get("MAX_OBJECT_BYTES", str(cls.max_bytes)))
+        return cls(
+            output_bucket=env.get("OUTPUT_BUCKET") or None,
+            output_prefix=prefix if not prefix or prefix.endswith("/") else prefix + "/",
+            model_uri=env.get("MODEL_URI") or None,
+            preference=preference,
+            suffixes=tuple(s.strip() for s in env.get("SUFFIXES", ".wav").split(",") if s.strip()),
+            max_bytes=max_bytes,
+            batch_size=int(env.get("BATCH_SIZE", "32")),
+            io_threads=int(env.get("IO_THREADS", "8")),
+            model_check_seconds=float(env.get("MODEL_CHECK_SECONDS", "300")),
+            key_pattern=env.get("KEY_PATTERN") or None,
+            audio=AudioConfig(max_bytes=max_bytes, max_seconds=float(env.get("MAX_SECONDS", "600"))),
+        )
+
+
+def _utc(value: Any) -> dt.datetime | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    try:
+        parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+def refusal(ref: ObjectRef, config: JobConfig) -> str | None:
+    """Why a ref is not graded at all (wrong suffix, our own output), or None."""
+    if is_own_output(ref, config.output_bucket, config.output_prefix):
+        return "own output prefix"
+    if not wanted(ref, config.suffixes):
+        return "suffix not configured"
+    return None
+
+
+def _fetch(client: Any, ref: ObjectRef, config: JobConfig) -> bytes | SignalcraftError:
+    from .storage import fetch_bytes
+
+    try:
+        return fetch_bytes(client, ref.bucket, ref.key, max_bytes=config.max_bytes, known_size=ref.size, version_id=ref.version_id)
+    except SignalcraftError as exc:
+        return exc
+    except Exception as exc:  # noqa: BLE001 - an unexpected client failure is still one record
+        log.exception("download failed", extra={"bucket": ref.bucket, "key": ref.key})
+        return StorageError(ErrorCode.STORAGE_ERROR, f"download failed: {type(exc).__name__}")
+
+
+def to_record(ref: ObjectRef, result: ClipScore, model_set: Any, key_info: Any, scored_at: dt.datetime) -> GradeRecord:
+    """The Parquet row for one graded (or failed) object."""
+    version = ref.version_id or ref.etag
+    model_version = model_set.version if model_set is not None else "none"
+    return GradeRecord(
+        record_id=record_id(ref.bucket, ref.key, version, model_version),
+        bucket=ref.bucket,
+        key=ref.key,
+        etag=ref.etag,
+        version_id=ref.version_id,
+        size_bytes=ref.size,
+        event_time=_utc(ref.event_time),
+        scored_at=scored_at,
+        site=getattr(key_info, "site", None),
+        machine_type=getattr(key_info, "machine_type", None) or (model_set.machine_type if model_set else None),
+        machine_id=getattr(key_info, "machine_id", None),
+        model_name=model_set.name if model_set else None,
+        model_version=model_set.version if model_set else None,
+        profile=model_set.profile.name if model_set else None,
+        level1_score=result.level1_score,
+        level1_rules=result.level1_rules if result.status == "ok" else None,
+        iforest_score=result.iforest_raw,
+        level2_mse=result.level2_mse,
+        level2_score=result.level2_score,
+        level2_band_errors=result.band_errors or None,
+        score=result.score,
+        grade=result.grade,
+        status=result.status,
+        error_code=result.error_code,
+        error_message=result.error_message,
+        duration_s=result.duration_s,
+        sample_rate_in=result.sample_rate_in,
+        channels_in=result.channels_in,
+    )
+
+
+def grade_objects(refs: Sequence[ObjectRef], client: Any, store: ModelStore, config: JobConfig) -> list[GradeRecord]:
+    """One record per ref, in order: downloads overlap on a thread pool, scoring is batched per model set."""
+    scored_at = dt.datetime.now(dt.timezone.utc)
+    records: list[GradeRecord | None] = [None] * len(refs)
+    for start in range(0, len(refs), config.batch_size):
+        chunk = list(enumerate(refs[start:start + config.batch_size], start))
+        with ThreadPoolExecutor(max_workers=max(1, min(config.io_threads, len(chunk)))) as pool:
+            payloads = list(pool.map(lambda item: _fetch(client, item[1], config), chunk))
+        groups: dict[int, list[int]] = {}
+        resolved: dict[int, tuple[Any, Any]] = {}
+        for (i, ref), payload in zip(chunk, payloads):
+            try:
+                model_set, info = store.for_key(ref.key)
+            except SignalcraftError as exc:
+                records[i] = to_record(ref, ClipScore.failure(exc.code, exc.message), None, store.key_info(ref.key), scored_at)
+                continue
+            resolved[i] = (model_set, info)
+            groups.setdefault(id(model_set), []).append(i)
+        by_index = dict(zip((i for i, _ in chunk), payloads))
+        for indices in groups.values():
+            model_set = resolved[indices[0]][0]
+            results = score_payloads(model_set, [by_index[i] for i in indices], config.audio, config.preference)
+            for i, result in zip(indices, results):
+                records[i] = to_record(refs[i], result, model_set, resolved[i][1], scored_at)
+    return [r for r in records if r is not None]
+
+
+def summarise(records: Iterable[GradeRecord]) -> dict[str, Any]:
+    """Counts per grade and per error code: what the handlers return and log."""
+    grades: dict[str, int] = {}
+    errors: dict[str, int] = {}
+    total = 0
+    for r in records:
+        total += 1
+        if r.status == "ok":
+            grades[r.grade] = grades.get(r.grade, 0) + 1
+        else:
+            errors[r.error_code] = errors.get(r.error_code, 0) + 1
+    return {"records": total, "grades": grades, "errors": errors}
+
+
+def merge_summaries(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = {"records": a.get("records", 0) + b.get("records", 0), "grades": dict(a.get("grades", {})), "errors": dict(a.get("errors", {}))}
+    for part in ("grades", "errors"):
+        for k, v in b.get(part, {}).items():
+            out[part][k] = out[part].get(k, 0) + v
+    return out
+
+
+def with_source(ref: ObjectRef, source: str) -> ObjectRef:
+    return replace(ref, source=source)

@@ -1,0 +1,57 @@
+"""Module-level state that survives warm invocations: config, S3 client, model store, grade sink.
+
+Built on first use (the cold start) and reused afterwards; `reset()` drops it (tests, config
+changes). Model sets themselves are cached inside the ModelStore with their ETag re-check.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from .jobs import JobConfig
+from .logs import configure
+from .model_store import ModelStore
+
+
+@dataclass
+class Runtime:
+    config: JobConfig
+    client: Any
+    store: ModelStore
+
+    def sink(self, bucket: str | None = None):
+        from .storage import S3GradeSink
+
+        target = bucket or self.config.output_bucket
+        if not target:
+            raise ValueError("OUTPUT_BUCKET is not set: where should grade records go?")
+        return S3GradeSink(self.client, target, self.config.output_prefix)
+
+
+_runtime: Runtime | None = None
+_lock = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    """The process-wide runtime, created on the cold start from the environment."""
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            from .storage import s3_client
+
+            configure()
+            config = JobConfig.from_env()
+            client = s3_client()
+            store = ModelStore(config.model_uri, check_interval_s=config.model_check_seconds,
+                               client=client, key_pattern=config.key_pattern)
+            _runtime = Runtime(config=config, client=client, store=store)
+        return _runtime
+
+
+def reset() -> None:
+    """Forget the cached runtime (the next invocation is a cold start again)."""
+    global _runtime
+    with _lock:
+        _runtime = None

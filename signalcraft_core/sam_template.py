@@ -1,0 +1,385 @@
+"""Reads a function's handler and environment out of template.yaml, so `signalcraft local invoke` matches `sam local invoke`.
+
+Only what a local invoke needs is resolved: parameters (defaults or overrides), pseudo parameters
+with the values `sam local` uses, and the intrinsic functions that can be evaluated without a
+deployed stack. Anything that needs a stack (GetAtt, a resource's Ref, ImportValue) resolves to ""
+as `sam local` does.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+FUNCTION_TYPES = ("AWS::Serverless::Function", "AWS::Lambda::Function")
+
+# The values `sam local` gives pseudo parameters when no stack exists.
+LOCAL_PSEUDO_PARAMETERS: Mapping[str, str] = {
+    "AWS::Region": "us-east-1",
+    "AWS::AccountId": "123456789012",
+    "AWS::Partition": "aws",
+    "AWS::StackName": "local",
+    "AWS::StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/local/"
+    "51af3dc0-da77-11e4-872e-1234567db123",
+    "AWS::URLSuffix": "amazonaws.com",
+}
+
+# Short tag -> long form key; !GetAtt and !Ref are special-cased in the loader.
+_SHORT_TAGS = (
+    "Sub", "If", "Join", "Select", "Split", "FindInMap", "Equals", "Not", "And", "Or",
+    "ImportValue", "Base64", "GetAZs", "Cidr", "Transform", "Length", "ToJsonString",
+)
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """What a local invoke needs from one function of the template."""
+
+    logical_id: str
+    handler: str  # "module.function", e.g. "handlers.score_upload.handler"
+    environment: dict[str, str]
+    timeout: int | None
+    memory_mb: int | None
+
+    @property
+    def module(self) -> str:
+        """The importable module of the handler ("handlers.score_upload")."""
+        return self.handler.rpartition(".")[0]
+
+    @property
+    def function(self) -> str:
+        """The callable inside the module ("handler")."""
+        return self.handler.rpartition(".")[2]
+
+    def with_environment(self, overrides: Mapping[str, str]) -> FunctionSpec:
+        """The same spec with `overrides` (e.g. from --env-vars) winning over the template's values.
+
+        Unlike `sam local`, variables the template does not declare are added too, so a local run
+        can set AWS_ENDPOINT_URL for MinIO without editing the template.
+        """
+        return replace(self, environment={**self.environment, **{k: str(v) for k, v in overrides.items()}})
+
+
+class _Unresolvable(Exception):
+    """An intrinsic that needs a deployed stack; the whole value becomes ""."""
+
+
+class _NoValue(Exception):
+    """{"Ref": "AWS::NoValue"}: the property or list item is dropped."""
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_template(path: str | Path) -> dict:
+    """Parse a SAM / CloudFormation template (YAML or JSON) with short tags in their long form."""
+    text = Path(path).read_text(encoding="utf-8")
+    data = _yaml_load(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a CloudFormation template (top level is not a mapping)")
+    return data
+
+
+def _yaml_load(text: str) -> Any:
+    import yaml  # lazy: only `local invoke` and tests need PyYAML
+
+    class CfnLoader(yaml.SafeLoader):
+        """SafeLoader that knows CloudFormation tags and keeps dates as strings."""
+
+    def construct_node(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+        if isinstance(node, yaml.ScalarNode):
+            return loader.construct_scalar(node)
+        if isinstance(node, yaml.SequenceNode):
+            return loader.construct_sequence(node, deep=True)
+        return loader.construct_mapping(node, deep=True)
+
+    def construct_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+        value = construct_node(loader, node)
+        if suffix == "Ref":
+            return {"Ref": value}
+        if suffix == "Condition":
+            return {"Condition": value}
+        if suffix == "GetAtt":
+            if isinstance(value, str):
+                resource, _, attribute = value.partition(".")
+                value = [resource, attribute]
+            return {"Fn::GetAtt": value}
+        if suffix in _SHORT_TAGS:
+            return {f"Fn::{suffix}": value}
+        raise yaml.constructor.ConstructorError(
+            None, None, f"unknown CloudFormation tag !{suffix}", node.start_mark
+        )
+
+    CfnLoader.add_multi_constructor("!", construct_tag)
+    CfnLoader.add_constructor(
+        "tag:yaml.org,2002:timestamp", lambda loader, node: loader.construct_scalar(node)
+    )
+    return yaml.load(text, Loader=CfnLoader)  # noqa: S506 - SafeLoader subclass
+
+
+def load_env_vars(path: str | Path, logical_id: str) -> dict[str, str]:
+    """Environment overrides for one function from SAM's --env-vars JSON file.
+
+    {"Parameters": {...for every function...}, "ScoreUploadFunction": {...}}: the function's own
+    section wins over "Parameters".
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object of sections, got {type(data).__name__}")
+    merged: dict[str, str] = {}
+    for section in ("Parameters", logical_id):
+        values = data.get(section, {})
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: section {section!r} must be an object of NAME: value")
+        for name, value in values.items():
+            if isinstance(value, (dict, list)):
+                raise ValueError(f"{path}: {section}.{name} must be a string, number or boolean")
+            merged[str(name)] = _stringify(value)
+    return merged
+
+
+# ---------------------------------------------------------------- functions
+
+
+def function_ids(template: Mapping[str, Any]) -> list[str]:
+    """Logical ids of the Lambda functions in the template, in template order."""
+    resources = template.get("Resources") or {}
+    return [rid for rid, res in resources.items() if isinstance(res, dict) and res.get("Type") in FUNCTION_TYPES]
+
+
+def function_spec(
+    template: Mapping[str, Any],
+    logical_id: str,
+    parameter_overrides: Mapping[str, str] | None = None,
+) -> FunctionSpec:
+    """Handler, environment, timeout and memory of one function, resolved like `sam local` does."""
+    ids = function_ids(template)
+    if logical_id not in ids:
+        listed = ", ".join(ids) if ids else "none"
+        raise ValueError(f"no function {logical_id!r} in the template (functions: {listed})")
+    resource = template["Resources"][logical_id]
+    props: dict[str, Any] = resource.get("Properties") or {}
+    is_sam = resource["Type"] == "AWS::Serverless::Function"
+    globals_fn: dict[str, Any] = ((template.get("Globals") or {}).get("Function") or {}) if is_sam else {}
+    resolver = _Resolver(template, parameter_overrides or {})
+
+    variables = {
+        **_env_variables(globals_fn),
+        **_env_variables(props),
+    }
+    environment: dict[str, str] = {}
+    for name, raw in variables.items():
+        try:
+            environment[str(name)] = _stringify(resolver.resolve(raw))
+        except _NoValue:
+            continue
+        except _Unresolvable:
+            environment[str(name)] = ""
+
+    return FunctionSpec(
+        logical_id=logical_id,
+        handler=_handler(logical_id, props, globals_fn, resolver),
+        environment=environment,
+        timeout=_int_property("Timeout", props, globals_fn, resolver),
+        memory_mb=_int_property("MemorySize", props, globals_fn, resolver),
+    )
+
+
+def _env_variables(props: Mapping[str, Any]) -> dict[str, Any]:
+    environment = props.get("Environment") or {}
+    variables = environment.get("Variables") if isinstance(environment, dict) else None
+    return dict(variables) if isinstance(variables, dict) else {}
+
+
+def _handler(logical_id: str, props: Mapping[str, Any], globals_fn: Mapping[str, Any], resolver: _Resolver) -> str:
+    if props.get("PackageType") == "Image":
+        command = (props.get("ImageConfig") or {}).get("Command") or []
+        raw = command[0] if command else None
+        where = "ImageConfig.Command"
+    else:
+        raw = props.get("Handler", globals_fn.get("Handler"))
+        where = "Handler"
+    try:
+        handler = resolver.resolve(raw) if raw is not None else None
+    except (_Unresolvable, _NoValue):
+        handler = None
+    if not isinstance(handler, str) or "." not in handler:
+        raise ValueError(f"{logical_id}: {where} does not name a Python handler (module.function)")
+    module, _, func = handler.rpartition(".")
+    # Lambda's Python runtime accepts "handlers/score_upload.handler" too.
+    return f"{module.replace('/', '.')}.{func}"
+
+
+def _int_property(
+    name: str, props: Mapping[str, Any], globals_fn: Mapping[str, Any], resolver: _Resolver
+) -> int | None:
+    raw = props.get(name, globals_fn.get(name))
+    if raw is None:
+        return None
+    try:
+        return int(str(resolver.resolve(raw)))
+    except (_Unresolvable, _NoValue, ValueError):
+        return None
+
+
+def _stringify(value: Any) -> str:
+    """Environment values are strings; YAML booleans are spelled as CloudFormation does."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        raise _Unresolvable(value)
+    return str(value)
+
+
+# ---------------------------------------------------------------- intrinsics
+
+_SUB_VARIABLE = re.compile(r"\$\{([^}]*)\}")
+
+
+class _Resolver:
+    """Evaluates intrinsic functions against parameters, pseudo parameters, mappings and conditions."""
+
+    def __init__(self, template: Mapping[str, Any], overrides: Mapping[str, str]) -> None:
+        self.parameters: Mapping[str, Any] = template.get("Parameters") or {}
+        self.mappings: Mapping[str, Any] = template.get("Mappings") or {}
+        self.conditions: Mapping[str, Any] = template.get("Conditions") or {}
+        self.overrides = {str(k): v for k, v in overrides.items()}
+
+    def resolve(self, value: Any) -> Any:
+        if isinstance(value, list):
+            items = []
+            for item in value:
+                try:
+                    items.append(self.resolve(item))
+                except _NoValue:
+                    continue
+            return items
+        if not isinstance(value, dict):
+            return value
+        if len(value) == 1:
+            (key, arg), = value.items()
+            if key == "Ref":
+                return self.ref(arg)
+            if key == "Condition":
+                return self.condition(arg)
+            if key.startswith("Fn::"):
+                method = getattr(self, "fn_" + key[4:].lower(), None)
+                if method is None:
+                    raise _Unresolvable(key)
+                return method(arg)
+        return {k: self.resolve(v) for k, v in value.items()}
+
+    # -- references
+
+    def ref(self, name: Any) -> Any:
+        if name == "AWS::NoValue":
+            raise _NoValue
+        if name in LOCAL_PSEUDO_PARAMETERS:
+            return LOCAL_PSEUDO_PARAMETERS[name]
+        if name in self.parameters:
+            spec = self.parameters[name] or {}
+            value = self.overrides.get(name, spec.get("Default"))
+            if value is None:
+                raise _Unresolvable(name)
+            value = _stringify(value)
+            if str(spec.get("Type", "")).startswith(("CommaDelimitedList", "List<")):
+                return [part.strip() for part in value.split(",")] if value else []
+            return value
+        raise _Unresolvable(name)  # a resource, or a name the template does not define
+
+    def condition(self, name: Any) -> bool:
+        if name not in self.conditions:
+            raise _Unresolvable(name)
+        return bool(self.resolve(self.conditions[name]))
+
+    # -- Fn:: functions
+
+    def fn_sub(self, arg: Any) -> str:
+        if isinstance(arg, list):
+            text, variables = arg[0], arg[1] if len(arg) > 1 else {}
+        else:
+            text, variables = arg, {}
+        local = {k: self.resolve(v) for k, v in (variables or {}).items()}
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name.startswith("!"):
+                return "${" + name[1:] + "}"
+            if name in local:
+                return _stringify(local[name])
+            if "." in name and name not in self.parameters:
+                raise _Unresolvable(name)  # ${Resource.Attribute}
+            return _stringify(self.ref(name))
+
+        return _SUB_VARIABLE.sub(substitute, str(self.resolve(text)))
+
+    def fn_join(self, arg: Any) -> str:
+        delimiter, items = arg
+        return str(delimiter).join(_stringify(item) for item in self._list(items))
+
+    def fn_select(self, arg: Any) -> Any:
+        index, items = arg
+        items = self._list(items)
+        try:
+            return items[int(self.resolve(index))]
+        except (IndexError, ValueError, TypeError) as exc:
+            raise _Unresolvable(arg) from exc
+
+    def fn_split(self, arg: Any) -> list[str]:
+        delimiter, text = arg
+        return str(self.resolve(text)).split(str(delimiter))
+
+    def fn_if(self, arg: Any) -> Any:
+        name, when_true, when_false = arg
+        return self.resolve(when_true if self.condition(name) else when_false)
+
+    def fn_equals(self, arg: Any) -> bool:
+        left, right = (self.resolve(v) for v in arg)
+        return _stringify(left) == _stringify(right)
+
+    def fn_not(self, arg: Any) -> bool:
+        return not self._truth(arg[0])
+
+    def fn_and(self, arg: Any) -> bool:
+        return all(self._truth(item) for item in arg)
+
+    def fn_or(self, arg: Any) -> bool:
+        return any(self._truth(item) for item in arg)
+
+    def fn_findinmap(self, arg: Any) -> Any:
+        name, first, second = (self.resolve(v) for v in arg[:3])
+        try:
+            return self.mappings[name][first][second]
+        except (KeyError, TypeError) as exc:
+            raise _Unresolvable(arg) from exc
+
+    def fn_base64(self, arg: Any) -> str:
+        return base64.b64encode(str(self.resolve(arg)).encode("utf-8")).decode("ascii")
+
+    def fn_tojsonstring(self, arg: Any) -> str:
+        return json.dumps(self.resolve(arg), separators=(",", ":"))
+
+    def fn_length(self, arg: Any) -> int:
+        return len(self._list(arg))
+
+    # -- helpers
+
+    def _list(self, value: Any) -> list[Any]:
+        resolved = self.resolve(value)
+        if not isinstance(resolved, list):
+            raise _Unresolvable(value)
+        return resolved
+
+    def _truth(self, value: Any) -> bool:
+        if isinstance(value, dict) and set(value) == {"Condition"}:
+            return self.condition(value["Condition"])
+        return bool(self.resolve(value))

@@ -1,0 +1,164 @@
+"""The scoring pipe: decoded clips in, one ClipScore per clip out (a grade or an error), batched.
+
+Every front door (CLI, upload handler, sweep, Distributed Map batch) calls `score_payloads` or
+`score_audio`; the per-event path is the batch path with a batch of one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from .audio import DEFAULT_AUDIO_CONFIG, Audio, AudioConfig, decode_wav
+from .errors import ErrorCode, SignalcraftError
+from .grading import combine, grade
+from .model_set import ModelSet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClipScore:
+    """The outcome for one recording; `status` is "ok" (graded) or "error" (with a code)."""
+
+    status: str
+    grade: str | None = None
+    score: float | None = None
+    level1_score: float | None = None
+    level1_rules: tuple[str, ...] = ()
+    rule_messages: tuple[str, ...] = ()
+    iforest_raw: float | None = None
+    iforest_score: float | None = None
+    level2_mse: float | None = None
+    level2_score: float | None = None
+    band_errors: tuple[float, ...] = ()
+    duration_s: float | None = None
+    sample_rate_in: int | None = None
+    channels_in: int | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    extras: dict = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def failure(cls, code: ErrorCode | str, message: str, audio: Audio | None = None) -> "ClipScore":
+        return cls(
+            status="error",
+            error_code=ErrorCode(code).value,
+            error_message=message,
+            duration_s=audio.duration_s if audio else None,
+            sample_rate_in=audio.sample_rate_in if audio else None,
+            channels_in=audio.channels_in if audio else None,
+        )
+
+
+def _opt(value: float) -> float | None:
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
+def score_audio(model_set: ModelSet, audios: Sequence[Audio], preference: str | None = None) -> list[ClipScore]:
+    """Grade decoded clips in one batch (batched STFT, forest and autoencoder)."""
+    if not audios:
+        return []
+    preference = preference or model_set.preference
+    signals = [a.samples for a in audios]
+    n = len(signals)
+    l2_mse = np.full(n, np.nan)
+    l2_score = np.full(n, np.nan)
+    bands: list[tuple[float, ...]] = [()] * n
+    use_level2 = model_set.has_level2 and (preference != "level1" or not model_set.has_level1)
+    use_level1 = model_set.has_level1 and (preference != "level2" or not model_set.has_level2)
+    if use_level2:
+        from .features import clip_features
+        from .level2 import score_level2
+
+        feats = clip_features(signals, model_set.profile)
+        result = score_level2(model_set.level2_module, feats, model_set.profile.n_mels)
+        l2_mse = result.mse
+        l2_score = model_set.level2_calibration.score(l2_mse)
+        bands = [tuple(float(v) for v in row) for row in result.band_errors]
+    if_raw = np.full(n, np.nan)
+    if_score = np.full(n, np.nan)
+    l1_score = np.full(n, np.nan)
+    hits: list[list] = [[] for _ in range(n)]
+    if use_level1:
+        if model_set.level1_pipeline is not None:
+            from .descriptors import level1_features_batch
+            from .level1 import iforest_raw_score
+
+            if_raw = iforest_raw_score(model_set.level1_pipeline, level1_features_batch(signals, audios[0].sample_rate))
+            if_score = model_set.level1_calibration.score(if_raw)
+        if model_set.rules is not None:
+            from .rules import signal_stats
+
+            hits = [model_set.rules.evaluate(signal_stats(s, a.sample_rate)) for s, a in zip(signals, audios)]
+        rule_max = np.array([max((h.score for h in clip_hits), default=0.0) for clip_hits in hits])
+        l1_score = np.fmax(np.nan_to_num(if_score, nan=0.0), rule_max) if model_set.level1_pipeline is not None else rule_max
+    out: list[ClipScore] = []
+    for i, audio in enumerate(audios):
+        final = combine(_opt(l1_score[i]), _opt(l2_score[i]), preference)
+        out.append(
+            ClipScore(
+                status="ok",
+                grade=grade(final).value,
+                score=round(final, 3),
+                level1_score=_opt(l1_score[i]),
+                level1_rules=tuple(h.rule for h in hits[i]),
+                rule_messages=tuple(h.message for h in hits[i]),
+                iforest_raw=_opt(if_raw[i]),
+                iforest_score=_opt(if_score[i]),
+                level2_mse=_opt(l2_mse[i]),
+                level2_score=_opt(l2_score[i]),
+                band_errors=bands[i],
+                duration_s=audio.duration_s,
+                sample_rate_in=audio.sample_rate_in,
+                channels_in=audio.channels_in,
+            )
+        )
+    return out
+
+
+def score_payloads(
+    model_set: ModelSet,
+    payloads: Sequence[bytes | SignalcraftError],
+    audio_config: AudioConfig = DEFAULT_AUDIO_CONFIG,
+    preference: str | None = None,
+) -> list[ClipScore]:
+    """Decode and grade raw WAV bytes; a payload that is already an error passes through as one.
+
+    Exactly one ClipScore per payload, in order: decode failures become error scores, and a
+    failure of the batch itself is retried clip by clip so one bad clip cannot sink the rest.
+    """
+    results: list[ClipScore | None] = [None] * len(payloads)
+    decoded: list[tuple[int, Audio]] = []
+    for i, payload in enumerate(payloads):
+        if isinstance(payload, SignalcraftError):
+            results[i] = ClipScore.failure(payload.code, payload.message)
+            continue
+        try:
+            decoded.append((i, decode_wav(payload, audio_config)))
+        except SignalcraftError as exc:
+            results[i] = ClipScore.failure(exc.code, exc.message)
+    for i, score in _score_groups(model_set, decoded, preference):
+        results[i] = score
+    return [r for r in results if r is not None]
+
+
+def _score_groups(model_set: ModelSet, decoded: list[tuple[int, Audio]], preference: str | None):
+    """Batch clips of equal length together (one STFT each group); isolate failures per clip."""
+    groups: dict[int, list[tuple[int, Audio]]] = {}
+    for item in decoded:
+        groups.setdefault(item[1].samples.shape[0], []).append(item)
+    for group in groups.values():
+        try:
+            scores = score_audio(model_set, [a for _, a in group], preference)
+            yield from zip((i for i, _ in group), scores)
+        except Exception:  # noqa: BLE001 - fall back to one by one, then an internal-error record
+            for i, audio in group:
+                try:
+                    yield i, score_audio(model_set, [audio], preference)[0]
+                except Exception as exc:  # noqa: BLE001
+                    log.exception("scoring failed")
+                    yield i, ClipScore.failure(ErrorCode.INTERNAL_ERROR, f"scoring failed: {type(exc).__name__}: {exc}", audio)

@@ -1,0 +1,235 @@
+"""Train a model set on normal clips: both levels, cross-fitted calibration, artifacts + manifest.
+
+Calibration needs raw scores of normal clips the models did not see. With the few clips a new
+machine has (often 10-50), one held-out split is too small, so the calibration scores are
+*out-of-fold*: K models are trained on K-1 folds and score the held-out fold; the K x (1/K)
+held-out scores calibrate the final models, which are then trained on every clip.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from . import __version__
+from .audio import DEFAULT_AUDIO_CONFIG, AudioConfig, read_wav
+from .autoencoder import TrainConfig, export_torchscript, train_autoencoder
+from .calibration import Calibration, fit_calibration
+from .errors import SignalcraftError
+from .features import FeatureConfig, clip_features, get_profile
+from .manifest import MANIFEST_SCHEMA_VERSION, artifact_entry, sha256_bytes, write_manifest
+from .model_set import LEVEL1_ARTIFACT, LEVEL2_ARTIFACT
+
+ANOMALY_DIR_NAMES = frozenset({"abnormal", "anomaly", "anomalous"})
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """Everything `signalcraft train` can set; recorded in the manifest."""
+
+    machine_type: str
+    profile: str = "default"
+    name: str | None = None
+    epochs: int = 50
+    seed: int = 0
+    warning_rate: float = 0.01
+    critical_rate: float = 0.001
+    calibration: str = "gamma"
+    folds: int = 5
+    preference: str = "hybrid"
+    n_estimators: int = 200
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def find_wavs(paths: Sequence[str | Path], include_anomalies: bool = False) -> list[Path]:
+    """WAV files under the given files/folders, sorted; anomaly folders left out unless asked."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        candidates = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        for p in candidates:
+            if p.suffix.lower() != ".wav":
+                continue
+            if not include_anomalies and ANOMALY_DIR_NAMES & {part.lower() for part in p.parts}:
+                continue
+            found.append(p)
+    return sorted(set(found))
+
+
+def load_signals(
+    files: Sequence[Path], audio_config: AudioConfig = DEFAULT_AUDIO_CONFIG, progress: Progress | None = None
+) -> tuple[list[np.ndarray], list[Path], list[tuple[Path, SignalcraftError]]]:
+    """Decode the files; unreadable ones are reported, not fatal."""
+    signals, used, skipped = [], [], []
+    for i, f in enumerate(files):
+        try:
+            signals.append(read_wav(f, audio_config).samples)
+            used.append(f)
+        except SignalcraftError as exc:
+            skipped.append((f, exc))
+        if progress:
+            progress("decode", i + 1, len(files))
+    return signals, used, skipped
+
+
+@dataclass
+class Featurised:
+    """Per-clip inputs of both levels, computed once and shared by folds and final fit."""
+
+    level2: np.ndarray
+    level1: np.ndarray
+    stats: list
+
+
+def featurise(signals: Sequence[np.ndarray], profile: FeatureConfig, sample_rate: int = 16000) -> Featurised:
+    from .descriptors import level1_features_batch
+    from .rules import signal_stats
+
+    return Featurised(
+        level2=clip_features(signals, profile),
+        level1=level1_features_batch(signals, sample_rate),
+        stats=[signal_stats(s, sample_rate) for s in signals],
+    )
+
+
+def fold_indices(n: int, folds: int, seed: int) -> list[np.ndarray]:
+    order = np.random.default_rng(seed).permutation(n)
+    return [order[k::folds] for k in range(folds)]
+
+
+def out_of_fold_scores(data: Featurised, options: TrainingOptions, progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Raw Level-1 and Level-2 scores of every clip from models that did not train on it."""
+    from .level1 import Level1Model
+
+    n = data.level2.shape[0]
+    folds = max(2, min(options.folds, n))
+    oof_l2 = np.full(n, np.nan)
+    oof_l1 = np.full(n, np.nan)
+    for k, held in enumerate(fold_indices(n, folds, options.seed)):
+        fit_idx = np.setdiff1d(np.arange(n), held)
+        module, _ = train_autoencoder(data.level2[fit_idx], options.train)
+        oof_l2[held] = _mse(module, data.level2[held])
+        l1 = Level1Model(n_estimators=options.n_estimators, random_state=options.seed).fit(data.level1[fit_idx])
+        oof_l1[held] = l1.score_samples(data.level1[held])
+        if progress:
+            progress("calibrate", k + 1, folds)
+    return oof_l1, oof_l2
+
+
+def _mse(module, features: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.inference_mode():
+        return module(torch.from_numpy(np.asarray(features, dtype=np.float32))).mean(dim=1).numpy().astype(np.float64)
+
+
+def train_model_set(
+    signals: Sequence[np.ndarray],
+    out_dir: str | Path,
+    options: TrainingOptions,
+    source_files: Sequence[str | Path] = (),
+    command: str | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """Fit both levels on normal clips and write autoencoder.pt, level1.joblib and manifest.json."""
+    import joblib
+    import sklearn
+    import torch
+
+    from .level1 import Level1Model
+    from .rules import RuleSet
+
+    if len(signals) < 3:
+        raise ValueError(f"training needs at least 3 normal clips, got {len(signals)}")
+    profile = get_profile(options.profile)
+    train_cfg = TrainConfig(**{**asdict(options.train), "epochs": options.epochs, "seed": options.seed})
+    options = TrainingOptions(**{**options.__dict__, "train": train_cfg})
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = featurise(signals, profile)
+    oof_l1, oof_l2 = out_of_fold_scores(data, options, progress)
+    cal_l2 = fit_calibration(oof_l2, options.warning_rate, options.critical_rate, options.calibration)
+    cal_l1 = fit_calibration(oof_l1, options.warning_rate, options.critical_rate, options.calibration)
+
+    losses: list[float] = []
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        losses.append(loss)
+        if progress:
+            progress("train", epoch + 1, options.epochs)
+
+    module, _ = train_autoencoder(data.level2, train_cfg, on_epoch)
+    export_torchscript(module, out / "autoencoder.pt")
+    level1 = Level1Model(n_estimators=options.n_estimators, random_state=options.seed).fit(data.level1)
+    joblib.dump(level1.pipeline_, out / "level1.joblib", compress=3)
+    rules = RuleSet().fit(data.stats)
+
+    from .descriptors import LEVEL1_FEATURE_NAMES
+
+    manifest = {
+        "schema_version": MANIFEST_SCHEMA_VERSION,
+        "name": options.name or f"{options.machine_type}-{profile.name}",
+        "version": "",
+        "machine_type": options.machine_type,
+        "created_at": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "preference": options.preference,
+        "profile": profile.to_dict(),
+        "artifacts": {
+            LEVEL2_ARTIFACT: artifact_entry(out, "autoencoder.pt"),
+            LEVEL1_ARTIFACT: artifact_entry(out, "level1.joblib"),
+        },
+        "level2": {
+            "input_dim": int(data.level2.shape[1]),
+            "hidden_sizes": [128, 64, 16],
+            "train": asdict(train_cfg),
+            "calibration": cal_l2.to_dict(),
+        },
+        "level1": {
+            "features": list(LEVEL1_FEATURE_NAMES),
+            "n_estimators": options.n_estimators,
+            "calibration": cal_l1.to_dict(),
+            "rules": rules.to_dict(),
+        },
+        "training": {
+            "clips": len(signals),
+            "files_sha256": sha256_bytes("\n".join(sorted(str(f) for f in source_files)).encode()),
+            "date": dt.date.today().isoformat(),
+            "folds": options.folds,
+            "final_loss": losses[-1] if losses else None,
+            "command": command,
+            "versions": {
+                "signalcraft": __version__,
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "numpy": np.__version__,
+                "scikit-learn": sklearn.__version__,
+            },
+        },
+        "validation": validation_summary(oof_l1, oof_l2, cal_l1, cal_l2),
+    }
+    write_manifest(out, manifest)
+    return json.loads((out / "manifest.json").read_text())
+
+
+def validation_summary(oof_l1: np.ndarray, oof_l2: np.ndarray, cal_l1: Calibration, cal_l2: Calibration) -> dict:
+    """Out-of-fold alarm rates on the normal training clips (a sanity check of the calibration)."""
+
+    def rates(cal: Calibration, raw: np.ndarray) -> dict:
+        s = cal.score(raw)
+        return {
+            "clips": int(raw.size),
+            "warning_rate": float(np.mean(s >= 50.0)),
+            "critical_rate": float(np.mean(s >= 80.0)),
+            "raw_median": float(np.median(raw)),
+            "warning_raw": cal.warning_raw,
+            "critical_raw": cal.critical_raw,
+        }
+
+    return {"method": "out-of-fold on normal training clips", "level1": rates(cal_l1, oof_l1), "level2": rates(cal_l2, oof_l2)}

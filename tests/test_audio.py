@@ -1,0 +1,413 @@
+"""Why: the audio decoder is the only door for recordings; these tests pin its formats, scaling and error codes."""
+
+from __future__ import annotations
+
+import io
+import math
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from signalcraft_core import audio as audio_mod
+from signalcraft_core.audio import (
+    DEFAULT_AUDIO_CONFIG,
+    SAMPLE_FORMATS,
+    Audio,
+    AudioConfig,
+    decode_wav,
+    encode_wav,
+    read_wav,
+)
+from signalcraft_core.errors import AudioError, ErrorCode
+
+FORMATS = sorted(SAMPLE_FORMATS)
+# Worst-case absolute error of a round trip through each container (quantisation, float32 output).
+TOLERANCE = {
+    "pcm8": 1 / 128,
+    "pcm16": 2.0**-15,
+    "pcm24": 2.0**-23 + 1e-7,
+    "pcm32": 1e-7,
+    "float32": 1e-7,
+    "float64": 1e-7,
+}
+
+
+def _noise(n: int, channels: int, seed: int = 0, amp: float = 0.8) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-amp, amp, size=(n, channels))
+
+
+def _tone(rate: int, seconds: float, freq: float = 1000.0, amp: float = 0.5) -> np.ndarray:
+    t = np.arange(int(round(rate * seconds))) / rate
+    return amp * np.sin(2 * np.pi * freq * t)
+
+
+def _riff(*chunks: bytes, riff_size: int | None = None) -> bytes:
+    body = b"WAVE" + b"".join(chunks)
+    return b"RIFF" + struct.pack("<I", len(body) if riff_size is None else riff_size) + body
+
+
+def _chunk(ckid: bytes, body: bytes, size: int | None = None, pad: bool = True) -> bytes:
+    tail = b"\x00" if pad and len(body) % 2 else b""
+    return ckid + struct.pack("<I", len(body) if size is None else size) + body + tail
+
+
+def _fmt(tag: int = 1, channels: int = 1, rate: int = 16000, bits: int = 16, block_align: int | None = None) -> bytes:
+    ba = channels * bits // 8 if block_align is None else block_align
+    return _chunk(b"fmt ", struct.pack("<HHIIHH", tag, channels, rate, rate * ba, ba, bits))
+
+
+def _pcm16(x: np.ndarray) -> bytes:
+    return np.clip(np.rint(np.asarray(x) * 32768), -32768, 32767).astype("<i2").tobytes()
+
+
+def _code(data: bytes, config: AudioConfig = DEFAULT_AUDIO_CONFIG) -> ErrorCode:
+    with pytest.raises(AudioError) as info:
+        decode_wav(data, config)
+    assert "\n" not in info.value.message and info.value.message
+    return info.value.code
+
+
+# ------------------------------------------------------------------------------------------ round trips
+
+
+@pytest.mark.parametrize("extensible", [False, True], ids=["plain", "extensible"])
+@pytest.mark.parametrize("channels", [1, 2, 8])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_round_trip_every_format(fmt: str, channels: int, extensible: bool) -> None:
+    n = 16000 + 7  # odd frame count exercises the pad byte for pcm8/pcm24 mono
+    x = _noise(n, channels, seed=channels)
+    audio = decode_wav(encode_wav(x, 16000, fmt, extensible=extensible))
+    assert isinstance(audio, Audio)
+    assert audio.format == fmt
+    assert (audio.channels_in, audio.sample_rate_in, audio.sample_rate) == (channels, 16000, 16000)
+    assert audio.duration_s == pytest.approx(n / 16000)
+    assert audio.samples.dtype == np.float32 and audio.samples.shape == (n,)
+    np.testing.assert_allclose(audio.samples, x.mean(axis=1), rtol=0, atol=TOLERANCE[fmt])
+
+
+@pytest.mark.parametrize("extensible", [False, True])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_encoder_output_is_read_identically_by_soundfile(fmt: str, extensible: bool) -> None:
+    sf = pytest.importorskip("soundfile")
+    x = _noise(16000, 2, seed=3)
+    data = encode_wav(x, 16000, fmt, extensible=extensible)
+    ref, rate = sf.read(io.BytesIO(data), dtype="float32")
+    assert rate == 16000
+    np.testing.assert_allclose(decode_wav(data).samples, ref.mean(axis=1), rtol=0, atol=1e-7)
+
+
+def test_pcm_scaling_matches_soundfile_convention() -> None:
+    """Full-scale negative is exactly -1 and the largest positive code is 1 - 1 LSB."""
+    for fmt, bits in (("pcm16", 16), ("pcm24", 24), ("pcm32", 32)):
+        y = decode_wav(encode_wav(np.r_[np.full(8000, -1.0), np.full(8000, 1.0)], 16000, fmt)).samples
+        assert y[0] == -1.0
+        assert y[-1] == np.float32(1 - 2.0 ** -(bits - 1))
+    y8 = decode_wav(encode_wav(np.r_[np.full(8000, -1.0), np.full(8000, 0.0)], 16000, "pcm8")).samples
+    assert y8[0] == -1.0 and y8[-1] == 0.0
+
+
+def test_encoder_clips_pcm_and_keeps_float_verbatim() -> None:
+    x = np.r_[np.full(8000, 3.0), np.full(8000, -3.0)]
+    assert decode_wav(encode_wav(x, 16000, "pcm16")).samples.max() < 1.0
+    assert decode_wav(encode_wav(x, 16000, "float32")).samples.max() == 3.0
+    with pytest.raises(ValueError):
+        encode_wav(x, 16000, "alaw")
+
+
+def test_encoder_writes_extensible_header_like_mimii() -> None:
+    data = encode_wav(np.zeros((10, 8)), 16000, "pcm16", extensible=True)
+    tag, channels, rate, byte_rate, align, bits, cb, valid = struct.unpack_from("<HHIIHHHH", data, 20)
+    assert data[12:16] == b"fmt " and struct.unpack_from("<I", data, 16)[0] == 40
+    assert (tag, channels, rate, byte_rate, align, bits, cb, valid) == (0xFFFE, 8, 16000, 256000, 16, 16, 22, 16)
+    assert data[44:60] == b"\x01\x00\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
+    float_data = encode_wav(np.zeros(10), 16000, "float32", extensible=True)
+    assert float_data[44:48] == b"\x03\x00\x00\x00"
+
+
+def test_target_rate_output_is_owned_and_writable() -> None:
+    buf = bytearray(encode_wav(_noise(16000, 1)[:, 0], 16000, "float32"))
+    y = decode_wav(buf).samples
+    assert y.flags.writeable and y.flags.c_contiguous
+    assert not np.shares_memory(y, np.frombuffer(buf, np.uint8))
+    before = y.copy()
+    buf[-4:] = b"\x00\x00\x80\x7f"  # the caller reusing its buffer must not change the result
+    np.testing.assert_array_equal(y, before)
+
+
+def test_memoryview_and_bytearray_inputs() -> None:
+    data = encode_wav(_noise(16000, 2), 16000)
+    ref = decode_wav(data).samples
+    np.testing.assert_array_equal(decode_wav(memoryview(data)).samples, ref)
+    np.testing.assert_array_equal(decode_wav(bytearray(data)).samples, ref)
+    np.testing.assert_array_equal(decode_wav(memoryview(data)[0:]).samples, ref)
+
+
+# --------------------------------------------------------------------------------------------- channels
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_channel_selection(fmt: str) -> None:
+    x = np.stack([_tone(16000, 1.0, f, 0.3) for f in (300.0, 700.0, 1100.0)], axis=1)
+    data = encode_wav(x, 16000, fmt, extensible=True)
+    for k in range(3):
+        y = decode_wav(data, AudioConfig(channel=k)).samples
+        np.testing.assert_allclose(y, x[:, k], rtol=0, atol=TOLERANCE[fmt])
+    with pytest.raises(AudioError) as info:
+        decode_wav(data, AudioConfig(channel=3))
+    assert info.value.code is ErrorCode.BAD_HEADER and "channel 3" in info.value.message
+
+
+def test_mono_mix_cancels_opposite_channels() -> None:
+    x = _tone(16000, 1.0)
+    both = np.stack([x, -x, x, x], axis=1)
+    np.testing.assert_allclose(decode_wav(encode_wav(both, 16000)).samples, x / 2, atol=2.0**-15)
+
+
+# ------------------------------------------------------------------------------------------- resampling
+
+
+@pytest.mark.parametrize("rate", [8000, 11025, 22050, 44100, 48000, 96000])
+@pytest.mark.parametrize("fmt", ["pcm16", "float32"])
+def test_resampling_keeps_tone_and_length(rate: int, fmt: str) -> None:
+    seconds = 1.5
+    audio = decode_wav(encode_wav(_tone(rate, seconds), rate, fmt))
+    y = audio.samples
+    assert audio.sample_rate_in == rate and audio.sample_rate == 16000 and y.dtype == np.float32
+    assert audio.duration_s == pytest.approx(seconds)
+    assert abs(len(y) - seconds * 16000) <= 1
+    spectrum = np.abs(np.fft.rfft(y * np.hanning(len(y))))
+    peak_hz = np.argmax(spectrum) * 16000 / len(y)
+    assert abs(peak_hz - 1000.0) <= 16000 / len(y)
+    assert np.abs(y[2000:-2000]).max() == pytest.approx(0.5, abs=0.02)  # amplitude kept away from the edges
+
+
+def test_other_target_rate() -> None:
+    audio = decode_wav(encode_wav(_tone(16000, 1.0), 16000), AudioConfig(target_rate=8000))
+    assert audio.sample_rate == 8000 and len(audio.samples) == 8000
+
+
+def test_no_resampling_at_target_rate_is_exact() -> None:
+    x = np.arange(-16000, 16000, dtype=np.int64)
+    data = _riff(_fmt(), _chunk(b"data", x.astype("<i2").tobytes()))
+    np.testing.assert_array_equal(decode_wav(data).samples, (x / 32768).astype(np.float32))
+
+
+@pytest.mark.parametrize("rate", [4000, 384000])
+def test_rate_limits_inclusive(rate: int) -> None:
+    assert decode_wav(encode_wav(_tone(rate, 1.0, 100.0), rate)).sample_rate_in == rate
+
+
+# ----------------------------------------------------------------------------------------------- chunks
+
+
+def test_unknown_chunks_odd_sizes_and_order() -> None:
+    pcm = _pcm16(_tone(16000, 1.0))
+    ref = decode_wav(_riff(_fmt(), _chunk(b"data", pcm))).samples
+    variants = [
+        _riff(_chunk(b"JUNK", b"\x00" * 28), _fmt(), _chunk(b"LIST", b"INFOabc"), _chunk(b"data", pcm)),
+        _riff(_fmt(), _chunk(b"fact", b"\x80>\x00\x00"), _chunk(b"bext", b"x" * 601), _chunk(b"data", pcm)),
+        _riff(_fmt(), _chunk(b"LIST", b"odd", pad=False), _chunk(b"data", pcm)),  # writer forgot the pad byte
+        _riff(_chunk(b"data", pcm), _fmt()),  # data before fmt
+        _riff(_fmt(), _chunk(b"data", pcm), _chunk(b"LIST", b"trailing info")),
+        _riff(_fmt(), _chunk(b"data", pcm)) + b"\x00garbage",  # bytes after the RIFF end
+        _riff(_fmt(), _chunk(b"data", pcm), riff_size=0),  # RIFF size is not trusted
+        _riff(_fmt(), _chunk(b"data", pcm + b"\x01"), riff_size=0xFFFFFFFF),  # partial frame dropped
+    ]
+    for data in variants:
+        np.testing.assert_array_equal(decode_wav(data).samples, ref)
+
+
+@pytest.mark.parametrize("size", [0, 0xFFFFFFFF])
+def test_streaming_placeholder_data_size_reads_to_end(size: int) -> None:
+    pcm = _pcm16(_tone(16000, 1.25))
+    audio = decode_wav(_riff(_fmt(), _chunk(b"data", pcm, size=size), riff_size=size))
+    assert len(audio.samples) == 20000 and audio.duration_s == pytest.approx(1.25)
+
+
+def test_zero_size_data_chunk_followed_by_a_chunk_is_empty() -> None:
+    assert _code(_riff(_fmt(), _chunk(b"data", b""), _chunk(b"LIST", b"INFO"))) is ErrorCode.EMPTY
+
+
+def test_extensible_with_fewer_valid_bits() -> None:
+    """20 valid bits in a 24-bit container are left-justified, so container scaling is right."""
+    x = _tone(16000, 1.0)
+    v = (np.rint(x * 2**19).astype("<i4") << 4).reshape(-1, 1).view(np.uint8)[:, :3].tobytes()
+    guid = b"\x01\x00\x00\x00" + audio_mod._GUID_TAIL
+    fmt = struct.pack("<HHIIHHHHI", 0xFFFE, 1, 16000, 48000, 3, 24, 22, 20, 4) + guid
+    audio = decode_wav(_riff(_chunk(b"fmt ", fmt), _chunk(b"data", v)))
+    assert audio.format == "pcm24"
+    np.testing.assert_allclose(audio.samples, x, atol=2.0**-19)
+
+
+# ------------------------------------------------------------------------------------------ error codes
+
+_PCM = _pcm16(_tone(16000, 1.0))
+
+
+def _ext_fmt(subformat: bytes, cb: int = 22, valid: int = 16, size: int = 40) -> bytes:
+    body = struct.pack("<HHIIHHHHI", 0xFFFE, 1, 16000, 32000, 2, 16, cb, valid, 4) + subformat
+    return _chunk(b"fmt ", body[:size])
+
+
+ERROR_CASES: dict[str, tuple[bytes, ErrorCode]] = {
+    "zero bytes": (b"", ErrorCode.EMPTY),
+    "text": (b"hello, this is not audio\n" * 4, ErrorCode.NOT_WAV),
+    "jpeg": (b"\xff\xd8\xff\xe0" + b"\x00" * 100, ErrorCode.NOT_WAV),
+    "avi": (b"RIFF\x10\x00\x00\x00AVI LIST", ErrorCode.NOT_WAV),
+    "rf64": (b"RF64\xff\xff\xff\xffWAVEds64", ErrorCode.UNSUPPORTED_FORMAT),
+    "3 bytes": (b"RIF", ErrorCode.TRUNCATED),
+    "cut header": (_riff(_fmt(), _chunk(b"data", _PCM))[:30], ErrorCode.TRUNCATED),
+    "cut data": (_riff(_fmt(), _chunk(b"data", _PCM))[:1000], ErrorCode.TRUNCATED),
+    "no fmt": (_riff(_chunk(b"data", _PCM)), ErrorCode.BAD_HEADER),
+    "no data": (_riff(_fmt(), _chunk(b"LIST", b"INFO")), ErrorCode.BAD_HEADER),
+    "no data, cut": (_riff(_fmt(), riff_size=1000), ErrorCode.TRUNCATED),
+    "fmt too short": (_riff(_chunk(b"fmt ", b"\x01\x00\x01\x00"), _chunk(b"data", _PCM)), ErrorCode.BAD_HEADER),
+    "0 channels": (_riff(_fmt(channels=0, block_align=2), _chunk(b"data", _PCM)), ErrorCode.BAD_HEADER),
+    "65 channels": (_riff(_fmt(channels=65), _chunk(b"data", _PCM)), ErrorCode.BAD_HEADER),
+    "0 Hz": (_riff(_fmt(rate=0), _chunk(b"data", _PCM)), ErrorCode.BAD_HEADER),
+    "block align": (_riff(_fmt(block_align=4), _chunk(b"data", _PCM)), ErrorCode.BAD_HEADER),
+    "garbage chunk id": (_riff(_fmt(), b"\x00\x01\x02\x03\x04\x00\x00\x00", _chunk(b"data", _PCM)), ErrorCode.BAD_HEADER),
+    "ext cbSize": (_riff(_ext_fmt(b"\x01\x00\x00\x00" + audio_mod._GUID_TAIL, cb=0), _chunk(b"data", _PCM)), ErrorCode.BAD_HEADER),
+    "ext short": (_riff(_ext_fmt(b"", size=24), _chunk(b"data", _PCM)), ErrorCode.BAD_HEADER),
+    "ext valid bits": (_riff(_ext_fmt(b"\x01\x00\x00\x00" + audio_mod._GUID_TAIL, valid=17), _chunk(b"data", _PCM)), ErrorCode.BAD_HEADER),
+    "ms adpcm": (_riff(_fmt(tag=2, bits=4, block_align=256), _chunk(b"data", _PCM)), ErrorCode.UNSUPPORTED_FORMAT),
+    "mu-law": (_riff(_fmt(tag=7, bits=8), _chunk(b"data", _PCM)), ErrorCode.UNSUPPORTED_FORMAT),
+    "mp3": (_riff(_fmt(tag=0x55, bits=0, block_align=1), _chunk(b"data", _PCM)), ErrorCode.UNSUPPORTED_FORMAT),
+    "12-bit": (_riff(_fmt(bits=12, block_align=2), _chunk(b"data", _PCM)), ErrorCode.UNSUPPORTED_FORMAT),
+    "16-bit float": (_riff(_fmt(tag=3, bits=16), _chunk(b"data", _PCM)), ErrorCode.UNSUPPORTED_FORMAT),
+    "ext adpcm": (_riff(_ext_fmt(b"\x02\x00\x00\x00" + audio_mod._GUID_TAIL), _chunk(b"data", _PCM)), ErrorCode.UNSUPPORTED_FORMAT),
+    "ext odd guid": (_riff(_ext_fmt(b"\x01" * 16), _chunk(b"data", _PCM)), ErrorCode.UNSUPPORTED_FORMAT),
+    "1000 Hz": (_riff(_fmt(rate=1000), _chunk(b"data", _PCM)), ErrorCode.UNSUPPORTED_RATE),
+    "500 kHz": (_riff(_fmt(rate=500000), _chunk(b"data", _PCM * 40)), ErrorCode.UNSUPPORTED_RATE),
+    "no frames": (_riff(_fmt(), _chunk(b"data", b"\x01")), ErrorCode.EMPTY),
+    "0.5 s": (_riff(_fmt(), _chunk(b"data", _PCM[:16000])), ErrorCode.TOO_SHORT),
+    "NaN": (encode_wav(np.r_[_tone(16000, 1.0), np.nan], 16000, "float32"), ErrorCode.NON_FINITE),
+    "inf": (encode_wav(np.r_[-np.inf, _tone(16000, 1.0)], 16000, "float64"), ErrorCode.NON_FINITE),
+    "silence": (encode_wav(np.zeros(16000), 16000), ErrorCode.SILENT),
+}
+
+
+@pytest.mark.parametrize("name", list(ERROR_CASES))
+def test_each_bad_file_gives_its_code(name: str) -> None:
+    data, code = ERROR_CASES[name]
+    assert _code(data) is code
+
+
+def test_config_limited_codes() -> None:
+    data = encode_wav(_tone(16000, 3.0), 16000)
+    assert _code(data, AudioConfig(max_seconds=2.0)) is ErrorCode.TOO_LONG
+    assert _code(data, AudioConfig(max_bytes=len(data) - 1)) is ErrorCode.TOO_LARGE
+    assert decode_wav(data, AudioConfig(max_bytes=len(data))).duration_s == pytest.approx(3.0)
+    assert _code(data, AudioConfig(min_seconds=3.5)) is ErrorCode.TOO_SHORT
+    assert _code(data, AudioConfig(silence_peak=0.6)) is ErrorCode.SILENT
+
+
+def test_every_input_code_is_reachable() -> None:
+    seen = {code for _, code in ERROR_CASES.values()} | {ErrorCode.TOO_LONG, ErrorCode.TOO_LARGE}
+    recording_codes = {c for c in ErrorCode} - {
+        ErrorCode.NOT_FOUND, ErrorCode.STORAGE_ERROR, ErrorCode.MODEL_ERROR, ErrorCode.INTERNAL_ERROR,
+    }
+    assert seen == recording_codes
+
+
+def test_messages_name_the_problem() -> None:
+    with pytest.raises(AudioError) as info:
+        decode_wav(encode_wav(np.zeros((100, 3)), 16000, "pcm24")[:500] + b"", AudioConfig(min_seconds=0))
+    assert "24-bit PCM, 3 channels" in info.value.message and "truncated" in info.value.message
+    with pytest.raises(AudioError) as info:
+        decode_wav(ERROR_CASES["mu-law"][0])
+    assert "0x0007" in info.value.message and "mu-law" in info.value.message
+    assert "JPEG" in str(pytest.raises(AudioError, decode_wav, ERROR_CASES["jpeg"][0]).value)
+
+
+def test_header_claiming_huge_data_fails_fast() -> None:
+    data = _riff(_fmt(), _chunk(b"data", _PCM[:64], size=2**31 * 2))
+    assert _code(data) is ErrorCode.TRUNCATED
+
+
+def test_duration_limits_are_checked_before_samples_are_converted(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*args: object, **kwargs: object) -> None:
+        raise AssertionError("samples were converted")
+
+    monkeypatch.setattr(audio_mod, "_to_mono", boom)
+    data = encode_wav(_tone(16000, 3.0), 16000)
+    assert _code(data, AudioConfig(max_seconds=2.0)) is ErrorCode.TOO_LONG
+    assert _code(data, AudioConfig(min_seconds=5.0)) is ErrorCode.TOO_SHORT
+
+
+def test_non_bytes_argument_is_a_programming_error() -> None:
+    with pytest.raises(TypeError):
+        decode_wav("RIFF....WAVE")  # type: ignore[arg-type]
+
+
+def test_invalid_config_is_rejected() -> None:
+    for bad in ({"target_rate": 0}, {"min_rate": 10, "max_rate": 5}, {"channel": -1}, {"max_channels": 0}):
+        with pytest.raises(ValueError):
+            AudioConfig(**bad)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+
+def test_read_wav_round_trip_and_not_found(tmp_path: Path) -> None:
+    path = tmp_path / "tone.wav"
+    path.write_bytes(encode_wav(_tone(16000, 1.0), 16000))
+    assert read_wav(path).duration_s == pytest.approx(1.0)
+    assert read_wav(str(path)).format == "pcm16"
+    for missing in (tmp_path / "nope.wav", tmp_path / "nope" / "x.wav", tmp_path):
+        with pytest.raises(AudioError) as info:
+            read_wav(missing)
+        assert info.value.code is ErrorCode.NOT_FOUND
+
+
+def test_read_wav_checks_size_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "big.wav"
+    path.write_bytes(encode_wav(_tone(16000, 2.0), 16000))
+
+    def no_open(*args: object, **kwargs: object) -> None:
+        raise AssertionError("file was opened")
+
+    monkeypatch.setattr(audio_mod, "open", no_open, raising=False)
+    with pytest.raises(AudioError) as info:
+        read_wav(path, AudioConfig(max_bytes=1000))
+    assert info.value.code is ErrorCode.TOO_LARGE
+
+
+# ------------------------------------------------------------------------------------------- real files
+
+
+def _real_wavs(root: Path) -> list[Path]:
+    files = sorted(root.rglob("*.wav"))
+    if not files:
+        pytest.skip("no WAV files under shared data")
+    return files
+
+
+@pytest.mark.realdata
+def test_every_shared_recording_decodes(shared_data: Path) -> None:
+    files = _real_wavs(shared_data)
+    for path in files:
+        audio = read_wav(path)
+        mimii = "mimii" in str(path)
+        assert audio.channels_in == (8 if mimii else 1), path
+        assert audio.sample_rate_in == 16000 and audio.format == "pcm16", path
+        assert audio.samples.dtype == np.float32 and len(audio.samples) == round(audio.duration_s * 16000)
+        assert 0 < np.abs(audio.samples).max() <= 1.0
+    assert any("mimii" in str(p) for p in files) and any("dcase" in str(p) for p in files)
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("dataset", ["dcase", "mimii"])
+def test_matches_librosa_load(shared_data: Path, dataset: str) -> None:
+    librosa = pytest.importorskip("librosa")
+    path = next((p for p in _real_wavs(shared_data) if dataset in str(p)), None)
+    if path is None:
+        pytest.skip(f"no {dataset} recording")
+    ref = librosa.load(path, sr=16000, mono=True)[0]
+    got = read_wav(path).samples
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-6)
+    assert math.isclose(float(np.abs(got).max()), float(np.abs(ref).max()), abs_tol=1e-6)
