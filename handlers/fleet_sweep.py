@@ -28,7 +28,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     request_id.set(getattr(context, "aws_request_id", None))
     runtime = get_runtime()
     if event.get("action") == "compact":
-        day = event.get("date") or dt.date.today().isoformat()
+        day = event.get("date") or dt.datetime.now(dt.timezone.utc).date().isoformat()
         return {"action": "compact", "date": day, **_compact(runtime, day)}
     request = parse_sweep_event(event, os.environ.get("SWEEP_BUCKET"), os.environ.get("SWEEP_PREFIX", ""))
     day = request.date or dt.datetime.now(dt.timezone.utc).date().isoformat()

@@ -187,6 +187,7 @@ _MAGICS: tuple[tuple[bytes, str], ...] = (
 )
 
 _DTYPES = {"pcm8": "u1", "pcm16": "<i2", "pcm32": "<i4", "float32": "<f4", "float64": "<f8"}
+_BLOCK_SAMPLES = 1 << 20  # samples converted per step: bounds the temporaries of mixing and 24-bit unpacking
 _SCALES = {"pcm8": 2.0**-7, "pcm16": 2.0**-15, "pcm24": 2.0**-23, "pcm32": 2.0**-31, "float32": 1.0, "float64": 1.0}
 
 
@@ -469,34 +470,44 @@ def _parse_fmt(mv: memoryview, offset: int, size: int, cfg: AudioConfig) -> _Fmt
 def _to_mono(mv: memoryview, offset: int, frames: int, fmt: _Fmt, channel: int | None) -> np.ndarray:
     """Samples as one owned float32 vector: the mean over channels (float64 sum) or one channel.
 
-    Integer samples are scaled by 2**-(bits-1) (pcm8: (x-128)/128), as soundfile/librosa do.
+    The raw samples stay a zero-copy view of the input; conversion runs in blocks so the only full-size
+    allocation is the float32 result.
     """
-    ch = fmt.channels
     name = fmt.name
-    scale = _SCALES[name]
     if name == "pcm24":
-        b = np.frombuffer(mv, np.uint8, frames * ch * 3, offset).reshape(frames, ch, 3)
-        if channel is not None:
-            b = b[:, channel : channel + 1, :]
-        wide = np.zeros(b.shape[:2] + (4,), np.uint8)
-        wide[..., 1:] = b
-        raw = wide.view("<i4")[..., 0] >> 8  # arithmetic shift sign-extends the 24-bit value
+        view = np.frombuffer(mv, np.uint8, frames * fmt.channels * 3, offset).reshape(frames, fmt.channels, 3)
     else:
-        raw = np.frombuffer(mv, _DTYPES[name], frames * ch, offset).reshape(frames, ch)
-        if channel is not None:
-            raw = raw[:, channel : channel + 1]
-    if raw.shape[1] == 1:
-        y = raw[:, 0].astype(np.float32)  # one copy; scaling by a power of two is exact
+        view = np.frombuffer(mv, _DTYPES[name], frames * fmt.channels, offset).reshape(frames, fmt.channels)
+    if channel is not None:
+        view = view[:, channel : channel + 1]
+    out = np.empty(frames, np.float32)
+    step = max(1, _BLOCK_SAMPLES // view.shape[1])
+    for start in range(0, frames, step):
+        _convert_block(view[start : start + step], name, out[start : start + step])
+    return out
+
+
+def _convert_block(block: np.ndarray, name: str, out: np.ndarray) -> None:
+    """Scale one block into `out`: x * 2**-(bits-1), pcm8 (x-128)/128, as soundfile/librosa do."""
+    if name == "pcm24":
+        wide = np.zeros(block.shape[:2] + (4,), np.uint8)
+        wide[..., 1:] = block  # 24-bit value in the top three bytes of a little-endian int32
+        block = wide.view("<i4")[..., 0]
+        np.right_shift(block, 8, out=block)  # arithmetic shift sign-extends
+    scale = _SCALES[name]
+    width = block.shape[1]
+    if width == 1:
+        np.copyto(out, block[:, 0], casting="unsafe")  # int -> float32 (or float64 -> float32)
         if name == "pcm8":
-            y -= 128.0
+            out -= np.float32(128.0)
         if scale != 1.0:
-            y *= np.float32(scale)
-        return y
-    acc = raw.sum(axis=1, dtype=np.float64)
+            out *= np.float32(scale)  # a power of two: exact
+        return
+    acc = block.sum(axis=1, dtype=np.float64)
     if name == "pcm8":
-        acc -= 128.0 * ch
-    acc *= scale / ch
-    return acc.astype(np.float32)
+        acc -= 128.0 * width
+    acc *= scale / width
+    np.copyto(out, acc, casting="same_kind")
 
 
 def _resample(y: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:

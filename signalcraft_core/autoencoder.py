@@ -104,7 +104,7 @@ def train_autoencoder(
             loss = loss_fn(model(batch), batch)
             loss.backward()
             optimiser.step()
-            total += float(loss) * batch.shape[0]
+            total += float(loss.detach()) * batch.shape[0]
         losses.append(total / x.shape[0])
         if on_epoch is not None:
             on_epoch(epoch, losses[-1])

@@ -86,16 +86,25 @@ def refusal(ref: ObjectRef, config: JobConfig) -> str | None:
     return None
 
 
-def _fetch(client: Any, ref: ObjectRef, config: JobConfig) -> bytes | SignalcraftError:
-    from .storage import fetch_bytes
+def _fetch(client: Any, ref: ObjectRef, config: JobConfig) -> tuple[ObjectRef, bytes | SignalcraftError]:
+    """Download one recording; an event without ETag or size gets them from a HEAD first.
+
+    The ETag names the object version in the record id, so an upload event and the nightly
+    sweep grading the same bytes produce the same record id.
+    """
+    from .storage import fetch_bytes, head
 
     try:
-        return fetch_bytes(client, ref.bucket, ref.key, max_bytes=config.max_bytes, known_size=ref.size, version_id=ref.version_id)
+        if ref.etag is None or ref.size is None:
+            info = head(client, ref.bucket, ref.key, ref.version_id)
+            ref = replace(ref, etag=ref.etag or info.etag, size=info.size, version_id=ref.version_id or info.version_id)
+        return ref, fetch_bytes(client, ref.bucket, ref.key, max_bytes=config.max_bytes, known_size=ref.size,
+                                version_id=ref.version_id)
     except SignalcraftError as exc:
-        return exc
+        return ref, exc
     except Exception as exc:  # noqa: BLE001 - an unexpected client failure is still one record
         log.exception("download failed", extra={"bucket": ref.bucket, "key": ref.key})
-        return StorageError(ErrorCode.STORAGE_ERROR, f"download failed: {type(exc).__name__}")
+        return ref, StorageError(ErrorCode.STORAGE_ERROR, f"download failed: {type(exc).__name__}")
 
 
 def to_record(ref: ObjectRef, result: ClipScore, model_set: Any, key_info: Any, scored_at: dt.datetime) -> GradeRecord:
@@ -139,25 +148,21 @@ def grade_objects(refs: Sequence[ObjectRef], client: Any, store: ModelStore, con
     scored_at = dt.datetime.now(dt.timezone.utc)
     records: list[GradeRecord | None] = [None] * len(refs)
     for start in range(0, len(refs), config.batch_size):
-        chunk = list(enumerate(refs[start:start + config.batch_size], start))
+        chunk = refs[start:start + config.batch_size]
         with ThreadPoolExecutor(max_workers=max(1, min(config.io_threads, len(chunk)))) as pool:
-            payloads = list(pool.map(lambda item: _fetch(client, item[1], config), chunk))
-        groups: dict[int, list[int]] = {}
-        resolved: dict[int, tuple[Any, Any]] = {}
-        for (i, ref), payload in zip(chunk, payloads):
+            fetched = list(pool.map(lambda ref: _fetch(client, ref, config), chunk))
+        groups: dict[int, tuple[Any, list[tuple[int, ObjectRef, Any, Any]]]] = {}
+        for i, (ref, payload) in enumerate(fetched, start):
             try:
                 model_set, info = store.for_key(ref.key)
             except SignalcraftError as exc:
                 records[i] = to_record(ref, ClipScore.failure(exc.code, exc.message), None, store.key_info(ref.key), scored_at)
                 continue
-            resolved[i] = (model_set, info)
-            groups.setdefault(id(model_set), []).append(i)
-        by_index = dict(zip((i for i, _ in chunk), payloads))
-        for indices in groups.values():
-            model_set = resolved[indices[0]][0]
-            results = score_payloads(model_set, [by_index[i] for i in indices], config.audio, config.preference)
-            for i, result in zip(indices, results):
-                records[i] = to_record(refs[i], result, model_set, resolved[i][1], scored_at)
+            groups.setdefault(id(model_set), (model_set, []))[1].append((i, ref, payload, info))
+        for model_set, members in groups.values():
+            results = score_payloads(model_set, [m[2] for m in members], config.audio, config.preference)
+            for (i, ref, _payload, info), result in zip(members, results):
+                records[i] = to_record(ref, result, model_set, info, scored_at)
     return [r for r in records if r is not None]
 
 

@@ -118,7 +118,7 @@ def _clip_fraction(x: np.ndarray) -> float:
     clipped = np.abs(x) >= CLIP_LEVEL
     for value in (x.max(), x.min()):
         if abs(value) >= FLAT_TOP_MIN_PEAK:
-            clipped &= _runs_at_least(x == value, FLAT_TOP_MIN_RUN)
+            clipped |= _runs_at_least(x == value, FLAT_TOP_MIN_RUN)
     return float(np.count_nonzero(clipped)) / x.size
 
 

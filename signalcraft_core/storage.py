@@ -263,16 +263,21 @@ def list_keys(
     suffixes: Sequence[str] | None = (".wav",),
     *,
     page_size: int | None = None,
+    start_after: str | None = None,
 ) -> Iterator[ObjectInfoWithKey]:
     """Every object under `prefix` whose key ends with one of `suffixes` (case-insensitive; None = all).
 
-    Paginated, so any number of keys; folder markers ("…/") are skipped.
+    Paginated, so any number of keys, in key order; `start_after` resumes a listing after that key
+    (server-side, e.g. a sweep continuing where the last invocation stopped). Folder markers are skipped.
     """
     wanted = tuple(s.lower() for s in suffixes) if suffixes else None
     config: dict[str, Any] = {"PageSize": page_size} if page_size else {}
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix or "", "PaginationConfig": config}
+    if start_after:
+        kwargs["StartAfter"] = start_after
     paginator = client.get_paginator("list_objects_v2")
     try:
-        for page in paginator.paginate(Bucket=bucket, Prefix=prefix or "", PaginationConfig=config):
+        for page in paginator.paginate(**kwargs):
             for item in page.get("Contents", ()) or ():
                 key = item["Key"]
                 if key.endswith("/") or (wanted and not key.lower().endswith(wanted)):

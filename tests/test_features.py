@@ -57,11 +57,14 @@ def _assert_seed_parity(y: np.ndarray) -> None:
     assert np.max(np.abs(vec - ref_vec)) <= 1e-4
 
 
+@pytest.mark.filterwarnings("ignore:n_fft=2048 is too large:UserWarning")
 @pytest.mark.parametrize("name", sorted(_synthetic()))
 def test_seed_profile_matches_librosa_on_synthetic_clips(name: str) -> None:
     _assert_seed_parity(_synthetic()[name])
 
 
+@pytest.mark.realdata
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.parametrize(
     ("relpath", "channels"),
     [
