@@ -396,7 +396,10 @@ def _walk(mv: memoryview) -> _Layout:
             if size > n - body:
                 break  # the data runs to (or past) the end of the file; judged once fmt is known
         elif size > n - body:
-            cut = f"the file ends inside the {ckid.decode()!r} chunk at byte {pos} (declares {size} bytes, {n - body} remain)"
+            cut = (
+                f"the file ends inside the {ckid.decode()!r} chunk at byte {pos}"
+                f" (declares {size} bytes, {n - body} remain)"
+            )
             return _Layout(fmt, data, cut)
         elif ckid == b"fmt ":
             fmt = (body, size)

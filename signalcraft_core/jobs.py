@@ -17,6 +17,7 @@ from .audio import AudioConfig
 from .errors import ErrorCode, SignalcraftError, StorageError
 from .events import ObjectRef, is_own_output, wanted
 from .grading import PREFERENCES
+from .keys import parse_key
 from .model_store import ModelStore
 from .records import GradeRecord, record_id
 from .scoring import ClipScore, score_payloads
@@ -156,7 +157,7 @@ def grade_objects(refs: Sequence[ObjectRef], client: Any, store: ModelStore, con
             try:
                 model_set, info = store.for_key(ref.key)
             except SignalcraftError as exc:
-                records[i] = to_record(ref, ClipScore.failure(exc.code, exc.message), None, store.key_info(ref.key), scored_at)
+                records[i] = to_record(ref, ClipScore.failure(exc.code, exc.message), None, parse_key(ref.key, config.key_pattern), scored_at)
                 continue
             groups.setdefault(id(model_set), (model_set, []))[1].append((i, ref, payload, info))
         for model_set, members in groups.values():

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 

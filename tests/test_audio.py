@@ -247,6 +247,14 @@ def test_extensible_with_fewer_valid_bits() -> None:
 _PCM = _pcm16(_tone(16000, 1.0))
 
 
+def _sub(tag: int) -> bytes:
+    return struct.pack("<I", tag) + audio_mod._GUID_TAIL
+
+
+def _with(fmt_chunk: bytes) -> bytes:
+    return _riff(fmt_chunk, _chunk(b"data", _PCM))
+
+
 def _ext_fmt(subformat: bytes, cb: int = 22, valid: int = 16, size: int = 40) -> bytes:
     body = struct.pack("<HHIIHHHHI", 0xFFFE, 1, 16000, 32000, 2, 16, cb, valid, 4) + subformat
     return _chunk(b"fmt ", body[:size])
@@ -259,28 +267,28 @@ ERROR_CASES: dict[str, tuple[bytes, ErrorCode]] = {
     "avi": (b"RIFF\x10\x00\x00\x00AVI LIST", ErrorCode.NOT_WAV),
     "rf64": (b"RF64\xff\xff\xff\xffWAVEds64", ErrorCode.UNSUPPORTED_FORMAT),
     "3 bytes": (b"RIF", ErrorCode.TRUNCATED),
-    "cut header": (_riff(_fmt(), _chunk(b"data", _PCM))[:30], ErrorCode.TRUNCATED),
-    "cut data": (_riff(_fmt(), _chunk(b"data", _PCM))[:1000], ErrorCode.TRUNCATED),
+    "cut header": (_with(_fmt())[:30], ErrorCode.TRUNCATED),
+    "cut data": (_with(_fmt())[:1000], ErrorCode.TRUNCATED),
     "no fmt": (_riff(_chunk(b"data", _PCM)), ErrorCode.BAD_HEADER),
     "no data": (_riff(_fmt(), _chunk(b"LIST", b"INFO")), ErrorCode.BAD_HEADER),
     "no data, cut": (_riff(_fmt(), riff_size=1000), ErrorCode.TRUNCATED),
     "fmt too short": (_riff(_chunk(b"fmt ", b"\x01\x00\x01\x00"), _chunk(b"data", _PCM)), ErrorCode.BAD_HEADER),
-    "0 channels": (_riff(_fmt(channels=0, block_align=2), _chunk(b"data", _PCM)), ErrorCode.BAD_HEADER),
-    "65 channels": (_riff(_fmt(channels=65), _chunk(b"data", _PCM)), ErrorCode.BAD_HEADER),
-    "0 Hz": (_riff(_fmt(rate=0), _chunk(b"data", _PCM)), ErrorCode.BAD_HEADER),
-    "block align": (_riff(_fmt(block_align=4), _chunk(b"data", _PCM)), ErrorCode.BAD_HEADER),
-    "garbage chunk id": (_riff(_fmt(), b"\x00\x01\x02\x03\x04\x00\x00\x00", _chunk(b"data", _PCM)), ErrorCode.BAD_HEADER),
-    "ext cbSize": (_riff(_ext_fmt(b"\x01\x00\x00\x00" + audio_mod._GUID_TAIL, cb=0), _chunk(b"data", _PCM)), ErrorCode.BAD_HEADER),
-    "ext short": (_riff(_ext_fmt(b"", size=24), _chunk(b"data", _PCM)), ErrorCode.BAD_HEADER),
-    "ext valid bits": (_riff(_ext_fmt(b"\x01\x00\x00\x00" + audio_mod._GUID_TAIL, valid=17), _chunk(b"data", _PCM)), ErrorCode.BAD_HEADER),
-    "ms adpcm": (_riff(_fmt(tag=2, bits=4, block_align=256), _chunk(b"data", _PCM)), ErrorCode.UNSUPPORTED_FORMAT),
-    "mu-law": (_riff(_fmt(tag=7, bits=8), _chunk(b"data", _PCM)), ErrorCode.UNSUPPORTED_FORMAT),
-    "mp3": (_riff(_fmt(tag=0x55, bits=0, block_align=1), _chunk(b"data", _PCM)), ErrorCode.UNSUPPORTED_FORMAT),
-    "12-bit": (_riff(_fmt(bits=12, block_align=2), _chunk(b"data", _PCM)), ErrorCode.UNSUPPORTED_FORMAT),
-    "16-bit float": (_riff(_fmt(tag=3, bits=16), _chunk(b"data", _PCM)), ErrorCode.UNSUPPORTED_FORMAT),
-    "ext adpcm": (_riff(_ext_fmt(b"\x02\x00\x00\x00" + audio_mod._GUID_TAIL), _chunk(b"data", _PCM)), ErrorCode.UNSUPPORTED_FORMAT),
-    "ext odd guid": (_riff(_ext_fmt(b"\x01" * 16), _chunk(b"data", _PCM)), ErrorCode.UNSUPPORTED_FORMAT),
-    "1000 Hz": (_riff(_fmt(rate=1000), _chunk(b"data", _PCM)), ErrorCode.UNSUPPORTED_RATE),
+    "0 channels": (_with(_fmt(channels=0, block_align=2)), ErrorCode.BAD_HEADER),
+    "65 channels": (_with(_fmt(channels=65)), ErrorCode.BAD_HEADER),
+    "0 Hz": (_with(_fmt(rate=0)), ErrorCode.BAD_HEADER),
+    "block align": (_with(_fmt(block_align=4)), ErrorCode.BAD_HEADER),
+    "garbage chunk id": (_riff(_fmt(), bytes(range(5)) + bytes(3), _chunk(b"data", _PCM)), ErrorCode.BAD_HEADER),
+    "ext cbSize": (_with(_ext_fmt(_sub(1), cb=0)), ErrorCode.BAD_HEADER),
+    "ext short": (_with(_ext_fmt(b"", size=24)), ErrorCode.BAD_HEADER),
+    "ext valid bits": (_with(_ext_fmt(_sub(1), valid=17)), ErrorCode.BAD_HEADER),
+    "ms adpcm": (_with(_fmt(tag=2, bits=4, block_align=256)), ErrorCode.UNSUPPORTED_FORMAT),
+    "mu-law": (_with(_fmt(tag=7, bits=8)), ErrorCode.UNSUPPORTED_FORMAT),
+    "mp3": (_with(_fmt(tag=0x55, bits=0, block_align=1)), ErrorCode.UNSUPPORTED_FORMAT),
+    "12-bit": (_with(_fmt(bits=12, block_align=2)), ErrorCode.UNSUPPORTED_FORMAT),
+    "16-bit float": (_with(_fmt(tag=3, bits=16)), ErrorCode.UNSUPPORTED_FORMAT),
+    "ext adpcm": (_with(_ext_fmt(_sub(2))), ErrorCode.UNSUPPORTED_FORMAT),
+    "ext odd guid": (_with(_ext_fmt(b"\x01" * 16)), ErrorCode.UNSUPPORTED_FORMAT),
+    "1000 Hz": (_with(_fmt(rate=1000)), ErrorCode.UNSUPPORTED_RATE),
     "500 kHz": (_riff(_fmt(rate=500000), _chunk(b"data", _PCM * 40)), ErrorCode.UNSUPPORTED_RATE),
     "no frames": (_riff(_fmt(), _chunk(b"data", b"\x01")), ErrorCode.EMPTY),
     "0.5 s": (_riff(_fmt(), _chunk(b"data", _PCM[:16000])), ErrorCode.TOO_SHORT),
@@ -427,9 +435,11 @@ def test_block_conversion_matches_one_shot(fmt: str, monkeypatch: pytest.MonkeyP
     )
 
 
-def test_peak_memory_is_a_couple_of_float_copies() -> None:
+def test_peak_memory_is_a_couple_of_float_copies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond fixed-size block temporaries, decoding + resampling holds about two float32 copies."""
     import tracemalloc
 
+    monkeypatch.setattr(audio_mod, "_BLOCK_SAMPLES", 1 << 14)  # keep block temporaries out of the measure
     rate, seconds = 48000, 20
     data = encode_wav(_noise(rate * seconds, 2, seed=9), rate, "pcm24")
     decode_wav(encode_wav(_tone(rate, 1.0), rate))  # import scipy outside the traced region
@@ -440,4 +450,4 @@ def test_peak_memory_is_a_couple_of_float_copies() -> None:
     finally:
         tracemalloc.stop()
     one_copy = rate * seconds * 4  # float32 signal at the input rate
-    assert peak < 2.5 * one_copy
+    assert peak < 2.5 * one_copy, peak / one_copy
