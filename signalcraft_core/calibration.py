@@ -36,6 +36,16 @@ class Calibration:
     n_clips: int = 0
     params: tuple[float, ...] = ()
 
+    def __post_init__(self) -> None:
+        """Knots come from manifests: refuse shapes np.interp would misread rather than mis-grade."""
+        raw, score = np.asarray(self.raw_knots, float), np.asarray(self.score_knots, float)
+        if raw.size < 2 or raw.size != score.size:
+            raise ValueError(f"calibration needs >= 2 raw/score knot pairs of equal length, got {raw.size}/{score.size}")
+        if not (np.all(np.isfinite(raw)) and np.all(np.isfinite(score))):
+            raise ValueError("calibration knots must be finite")
+        if np.any(np.diff(raw) <= 0) or np.any(np.diff(score) < 0):
+            raise ValueError("calibration knots must be increasing (raw strictly, score non-decreasing)")
+
     def score(self, raw: np.ndarray | float) -> np.ndarray:
         """Calibrated 0-100 scores; NaN raw stays NaN."""
         raw_arr = np.asarray(raw, dtype=np.float64)
@@ -101,7 +111,8 @@ def fit_calibration(
     z_warn, z_crit = -math.log10(warning_rate), -math.log10(critical_rate)
     slope = (CRITICAL_SCORE - WARNING_SCORE) / (z_crit - z_warn)
     z_top = z_crit + (100.0 - CRITICAL_SCORE) / slope
-    z_grid = np.linspace(0.0, z_top, 49)
+    # The WARNING and CRITICAL decades are knots themselves, so their raw values map to exactly 50 / 80.
+    z_grid = np.union1d(np.linspace(0.0, z_top, 49), [z_warn, z_crit])
     if method == "linear":
         return linear_calibration(float(np.max(raw)) * 2.0, warning_rate, critical_rate)
     if method == "quantile":

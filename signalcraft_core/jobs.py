@@ -88,19 +88,23 @@ def refusal(ref: ObjectRef, config: JobConfig) -> str | None:
 
 
 def _fetch(client: Any, ref: ObjectRef, config: JobConfig) -> tuple[ObjectRef, bytes | SignalcraftError]:
-    """Download one recording; an event without ETag or size gets them from a HEAD first.
+    """Download one recording; an event without a size gets it from a HEAD first (size limit before download).
 
-    The ETag names the object version in the record id, so an upload event and the nightly
-    sweep grading the same bytes produce the same record id.
+    The ref that comes back carries the ETag, size and version id of the bytes actually downloaded
+    (events may be stale, or made up like SAM's samples). The version id, else the ETag, names the
+    object version in the record id, so an upload event and the nightly sweep grading the same
+    bytes produce the same record id.
     """
-    from .storage import fetch_bytes, head
+    from .storage import fetch_object, head
 
     try:
-        if ref.etag is None or ref.size is None:
+        if ref.size is None:
             info = head(client, ref.bucket, ref.key, ref.version_id)
             ref = replace(ref, etag=ref.etag or info.etag, size=info.size, version_id=ref.version_id or info.version_id)
-        return ref, fetch_bytes(client, ref.bucket, ref.key, max_bytes=config.max_bytes, known_size=ref.size,
-                                version_id=ref.version_id)
+        data, got = fetch_object(client, ref.bucket, ref.key, max_bytes=config.max_bytes, known_size=ref.size,
+                                 version_id=ref.version_id)
+        ref = replace(ref, etag=got.etag or ref.etag, size=got.size, version_id=ref.version_id or got.version_id)
+        return ref, data
     except SignalcraftError as exc:
         return ref, exc
     except Exception as exc:  # noqa: BLE001 - an unexpected client failure is still one record

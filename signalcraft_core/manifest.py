@@ -52,7 +52,11 @@ def parse_manifest(data: bytes, origin: str) -> dict[str, Any]:
         raise ModelError(
             f"{origin}: manifest schema {manifest['schema_version']} is not supported (expected {MANIFEST_SCHEMA_VERSION})"
         )
+    if not isinstance(manifest["artifacts"], dict):
+        raise ModelError(f"{origin}: manifest artifacts must be an object of name -> {{path, sha256}}")
     for name, art in manifest["artifacts"].items():
+        if not isinstance(art, dict):
+            raise ModelError(f"{origin}: artifact {name} must be an object with path and sha256")
         safe_artifact_path(str(art.get("path", "")), origin, name)
         if not isinstance(art.get("sha256"), str) or len(art["sha256"]) != 64:
             raise ModelError(f"{origin}: artifact {name} has no valid sha256")

@@ -57,6 +57,14 @@ class ModelSet:
         return self.level2_module is not None
 
 
+def _calibration(root: Path, section: dict[str, Any], level: str) -> Calibration:
+    """The section's calibration; a missing or malformed one is a model error, not a crash at scoring."""
+    try:
+        return Calibration.from_dict(section["calibration"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{root}: manifest {level}.calibration is missing or invalid ({exc!r})") from None
+
+
 def load_model_set(model_dir: str | Path) -> ModelSet:
     """Read the manifest, verify every artifact hash, then load them (never the other way round)."""
     root = Path(model_dir)
@@ -75,17 +83,23 @@ def load_model_set(model_dir: str | Path) -> ModelSet:
             model_set.level2_module = load_scoring_module(paths[LEVEL2_ARTIFACT])
         except Exception as exc:  # a corrupt but hash-matching file is the publisher's bug; say so
             raise ModelError(f"{root}: autoencoder does not load as TorchScript ({exc})") from None
-        model_set.level2_calibration = Calibration.from_dict(level2["calibration"])
+        model_set.level2_calibration = _calibration(root, level2, "level2")
     level1 = manifest.get("level1") or {}
     if LEVEL1_ARTIFACT in paths:
         import joblib
 
-        model_set.level1_pipeline = joblib.load(paths[LEVEL1_ARTIFACT])
-        model_set.level1_calibration = Calibration.from_dict(level1["calibration"])
+        try:  # only reached after the hash matched: the file is the publisher's, not an attacker's
+            model_set.level1_pipeline = joblib.load(paths[LEVEL1_ARTIFACT])
+        except Exception as exc:  # noqa: BLE001 - e.g. pickled by an incompatible scikit-learn
+            raise ModelError(f"{root}: level1 model does not load ({type(exc).__name__}: {exc})") from None
+        model_set.level1_calibration = _calibration(root, level1, "level1")
     if level1.get("rules"):
         from .rules import RuleSet
 
-        model_set.rules = RuleSet.from_dict(level1["rules"])
+        try:
+            model_set.rules = RuleSet.from_dict(level1["rules"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{root}: manifest level1.rules are invalid ({exc!r})") from None
     if not (model_set.has_level1 or model_set.has_level2):
         raise ModelError(f"{root}: the manifest names neither a Level-1 nor a Level-2 model")
     return model_set

@@ -43,7 +43,7 @@ class ModelStore:
         self.uri = str(uri) if uri else str(DEFAULT_MODEL_ROOT)
         self.cache_dir = Path(cache_dir)
         self.check_interval_s = check_interval_s
-        self.key_pattern = key_pattern
+        self.key_pattern = _compile_pattern(key_pattern)
         self._client = client
         self._cache: dict[str, _Cached] = {}
         self._lock = threading.Lock()
@@ -97,7 +97,7 @@ class ModelStore:
                 return cached.model_set
             if cached and self.is_s3:
                 etag = self._head_manifest(name)
-                if etag == cached.etag:
+                if etag is None or etag == cached.etag:  # unchanged, or the check failed: keep serving
                     cached.checked_at = now
                     return cached.model_set
             model_set, etag = self._load(name)
@@ -121,21 +121,28 @@ class ModelStore:
         return f"{self.prefix}{name + '/' if name else ''}{filename}"
 
     def _s3_set_names(self) -> list[str]:
+        """The sets under the S3 root, re-listed at most every `check_interval_s` (new types appear)."""
         with self._lock:
-            if hasattr(self, "_names"):
-                return self._names
+            names = getattr(self, "_names", None)
+            if names is not None and time.monotonic() - self._names_at < self.check_interval_s:
+                return names
         client = self._s3()
         try:
             client.head_object(Bucket=self.bucket, Key=self._s3_key("", MANIFEST_FILE))
-            names = [""]
+            fresh = [""]
         except Exception:  # noqa: BLE001 - not a single-set root; list the per-type sets
-            resp = client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, Delimiter="/")
-            names = sorted(p["Prefix"][len(self.prefix):].rstrip("/") for p in resp.get("CommonPrefixes", []))
-            if not names:
+            try:
+                resp = client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, Delimiter="/")
+            except Exception as exc:  # noqa: BLE001
+                if names is not None:  # keep serving what we know if the store hiccups
+                    return names
+                raise ModelError(f"cannot list model sets under {self.uri}: {exc}") from None
+            fresh = sorted(p["Prefix"][len(self.prefix):].rstrip("/") for p in resp.get("CommonPrefixes", []))
+            if not fresh:
                 raise ModelError(f"no model sets under {self.uri}") from None
         with self._lock:
-            self._names = names
-        return names
+            self._names, self._names_at = fresh, time.monotonic()
+        return fresh
 
     def _head_manifest(self, name: str) -> str | None:
         try:
@@ -158,6 +165,7 @@ class ModelStore:
             target = local / art["path"]  # parse_manifest refused absolute paths and `..`
             if target.is_file() and sha256_file(target) == art["sha256"]:
                 continue
+            target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_suffix(target.suffix + ".part")
             try:
                 client.download_file(self.bucket, self._s3_key(name, art["path"]), str(tmp))
@@ -166,6 +174,18 @@ class ModelStore:
             os.replace(tmp, target)
         (local / MANIFEST_FILE).write_bytes(data)
         return load_model_set(local), obj.get("ETag")
+
+
+def _compile_pattern(pattern: str | None):
+    """A bad KEY_PATTERN is a configuration error at start-up, not an internal error per recording."""
+    if pattern is None:
+        return None
+    import re
+
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ModelError(f"KEY_PATTERN {pattern!r} is not a valid regular expression ({exc})") from None
 
 
 def store_from_env(env: dict[str, str] | None = None) -> ModelStore:

@@ -12,6 +12,7 @@ from typing import Any
 
 from .jobs import JobConfig
 from .logs import configure
+from .errors import ModelError
 from .model_store import ModelStore
 
 
@@ -46,6 +47,10 @@ def get_runtime() -> Runtime:
             client = s3_client()
             store = ModelStore(config.model_uri, check_interval_s=config.model_check_seconds,
                                client=client, key_pattern=config.key_pattern)
+            # A MODEL_URI that names no model set is a configuration error: raise now (Lambda retries,
+            # the CLI prints one line) instead of writing a final model_error record per recording.
+            if not store.set_names():
+                raise ModelError(f"no model sets under {store.uri} (MODEL_URI)")
             _runtime = Runtime(config=config, client=client, store=store)
         return _runtime
 

@@ -193,7 +193,17 @@ def _too_large(bucket: str, key: str, size: int, max_bytes: int) -> StorageError
 
 
 def _get(client: "BaseClient", bucket: str, key: str, version_id: str | None, max_bytes: int | None) -> bytes:
-    """GET with the size limit enforced on the response too (the object may have grown since HEAD)."""
+    return _get_object(client, bucket, key, version_id, max_bytes)[0]
+
+
+def _get_object(
+    client: "BaseClient", bucket: str, key: str, version_id: str | None, max_bytes: int | None
+) -> tuple[bytes, ObjectInfo]:
+    """GET with the size limit enforced on the response too (the object may have grown since HEAD).
+
+    Returns the bytes and what the response says about them (size, ETag, version), which is the
+    truth about the graded bytes even when an event carried stale or made-up values.
+    """
     from botocore.exceptions import (
         ConnectionClosedError,
         IncompleteReadError,
@@ -221,7 +231,14 @@ def _get(client: "BaseClient", bucket: str, key: str, version_id: str | None, ma
                 body.close()
                 if len(data) > max_bytes:
                     raise _too_large(bucket, key, len(data), max_bytes)
-            return data
+            version = response.get("VersionId")
+            info = ObjectInfo(
+                size=len(data),
+                etag=_etag(response.get("ETag")),
+                version_id=None if version in (None, "null") else version,
+                last_modified=response.get("LastModified"),
+            )
+            return data, info
         except streaming as exc:
             if attempt + 1 < attempts:
                 continue
@@ -245,10 +262,24 @@ def fetch_bytes(
     The size comes from `known_size` (e.g. the upload event) or a HEAD. Errors: TOO_LARGE, NOT_FOUND,
     or STORAGE_ERROR once botocore's own retries are spent.
     """
+    return fetch_object(client, ref_bucket, key, max_bytes=max_bytes, known_size=known_size,
+                        version_id=version_id)[0]
+
+
+def fetch_object(
+    client: "BaseClient",
+    ref_bucket: str,
+    key: str,
+    *,
+    max_bytes: int,
+    known_size: int | None = None,
+    version_id: str | None = None,
+) -> tuple[bytes, ObjectInfo]:
+    """Like `fetch_bytes`, plus the size / ETag / version id of the bytes actually downloaded."""
     size = known_size if known_size is not None else head(client, ref_bucket, key, version_id).size
     if size > max_bytes:
         raise _too_large(ref_bucket, key, size, max_bytes)
-    return _get(client, ref_bucket, key, version_id, max_bytes)
+    return _get_object(client, ref_bucket, key, version_id, max_bytes)
 
 
 def get_bytes(client: "BaseClient", bucket: str, key: str, version_id: str | None = None) -> bytes:

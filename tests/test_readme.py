@@ -1,0 +1,24 @@
+"""The README's generated parts stay true: the record schema table and the two commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from signalcraft_core.records import GRADE_SCHEMA, schema_markdown
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_schema_table_matches_the_code() -> None:
+    text = README.read_text()
+    start, end = text.index("<!-- schema:start -->"), text.index("<!-- schema:end -->")
+    assert text[start:end].split("\n", 1)[1].strip() == schema_markdown().strip()
+    for field in GRADE_SCHEMA:
+        assert f"`{field.name}`" in text[start:end]
+
+
+def test_readme_names_the_two_commands_and_ci_runs_the_test_one() -> None:
+    text = README.read_text()
+    assert "make demo" in text and "make test" in text
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert "make test" in ci
