@@ -27,9 +27,10 @@ DEADLINE_MARGIN_MS = 60_000
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     request_id.set(getattr(context, "aws_request_id", None))
     runtime = get_runtime()
+    sink = runtime.sink()  # no OUTPUT_BUCKET: fail before grading anything
     if event.get("action") == "compact":
         day = event.get("date") or dt.datetime.now(dt.timezone.utc).date().isoformat()
-        return {"action": "compact", "date": day, **_compact(runtime, day)}
+        return {"action": "compact", "date": day, **asdict(sink.compact(day))}
     request = parse_sweep_event(event, os.environ.get("SWEEP_BUCKET"), os.environ.get("SWEEP_PREFIX", ""))
     day = request.date or dt.datetime.now(dt.timezone.utc).date().isoformat()
     summary = summarise(())
@@ -41,14 +42,13 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     def flush() -> None:
         nonlocal files, summary
         records = grade_objects(batch, runtime.client, runtime.store, runtime.config)
-        runtime.sink().write(records)
-        files += 1
+        files += len(sink.write(records))  # one file per partition the batch touches
         summary = merge_summaries(summary, summarise(records))
         batch.clear()
 
-    for info in list_keys(runtime.client, request.bucket, request.prefix, runtime.config.suffixes):
-        if start_after and info.key <= start_after:
-            continue
+    listing = list_keys(runtime.client, request.bucket, request.prefix, runtime.config.suffixes,
+                        start_after=start_after or None)
+    for info in listing:
         ref = ObjectRef(bucket=request.bucket, key=info.key, etag=info.etag, size=info.size,
                         event_time=info.last_modified.isoformat() if info.last_modified else None, source="sweep")
         if refusal(ref, runtime.config):
@@ -65,9 +65,5 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     result = {"bucket": request.bucket, "prefix": request.prefix, "date": day, **summary, "parquet_files": files,
               "complete": resume_after is None, "resume_after": resume_after}
     if resume_after is None:
-        result["compaction"] = _compact(runtime, day)
+        result["compaction"] = asdict(sink.compact(day))
     return result
-
-
-def _compact(runtime, day: str) -> dict[str, Any]:
-    return asdict(runtime.sink().compact(day))

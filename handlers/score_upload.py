@@ -22,6 +22,7 @@ log = logging.getLogger("handlers.score_upload")
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     request_id.set(getattr(context, "aws_request_id", None))
     runtime = get_runtime()
+    sink = runtime.sink()  # no OUTPUT_BUCKET: fail before grading anything
     items = parse_event(event)
     summary: dict[str, Any] = summarise(())
     failures: list[dict[str, str]] = []
@@ -45,7 +46,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
                 refs.append(ref)
         records = grade_objects(refs, runtime.client, runtime.store, runtime.config)
         final = [r for r in records if r.error_code not in TRANSIENT_CODES]
-        written += runtime.sink().write(final) if final else []
+        written += sink.write(final) if final else []
         summary = merge_summaries(summary, summarise(final))
         transient = [r for r in records if r.error_code in TRANSIENT_CODES]
         for r in records:

@@ -16,8 +16,9 @@ from signalcraft_core.runtime import get_runtime
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     request_id.set(getattr(context, "aws_request_id", None))
     runtime = get_runtime()
+    sink = runtime.sink()  # no OUTPUT_BUCKET: fail before grading anything
     batch = parse_map_batch(event)
     refs = [ref for ref in batch.refs if refusal(ref, runtime.config) is None]
     records = grade_objects(refs, runtime.client, runtime.store, runtime.config)
-    written = runtime.sink().write(records) if records else []
+    written = sink.write(records) if records else []
     return {**summarise(records), "skipped": len(batch.refs) - len(refs), "written": written}

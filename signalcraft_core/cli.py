@@ -103,7 +103,12 @@ def train(data: tuple[Path, ...], out: Path, machine_type: str, profile: str, ep
     from .features import get_profile
     from .training import TrainingOptions, find_wavs, load_signals, train_model_set
 
-    get_profile(profile)  # fail fast on a typo
+    try:
+        get_profile(profile)  # fail fast on a typo
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--profile") from None
+    if not critical_rate < warning_rate:
+        raise click.BadParameter(f"must be below --warning-rate ({warning_rate})", param_hint="--critical-rate")
     files = find_wavs(data)
     if not files:
         raise click.ClickException(f"no normal .wav files found under {', '.join(map(str, data))}")
@@ -113,7 +118,10 @@ def train(data: tuple[Path, ...], out: Path, machine_type: str, profile: str, ep
             info(f"skipped {path}: {exc}", quiet)
         options = TrainingOptions(machine_type=machine_type, profile=profile, name=name, epochs=epochs, seed=seed,
                                   warning_rate=warning_rate, critical_rate=critical_rate)
-        manifest = train_model_set(signals, out, options, used, _command_line(), progress)
+        try:
+            manifest = train_model_set(signals, out, options, used, _command_line(), progress)
+        except ValueError as exc:  # too few readable clips, impossible calibration
+            raise click.ClickException(str(exc)) from None
     val = manifest["validation"]
     info(
         f"trained {manifest['name']} v{manifest['version']} on {len(used)} clips ({len(skipped)} skipped) -> {out}\n"
@@ -241,7 +249,10 @@ def import_legacy_cmd(pth: Path, out: Path, machine_type: str | None, calibrate:
         signals, _, _ = load_signals(find_wavs(calibrate))
         if len(signals) < 3:
             raise click.ClickException("--calibrate needs at least 3 readable normal clips")
-    manifest = import_legacy(pth, out, machine_type, signals, command=_command_line())
+    try:
+        manifest = import_legacy(pth, out, machine_type, signals, command=_command_line())
+    except (ValueError, KeyError, RuntimeError, EOFError) as exc:  # not a state dict of the old autoencoder
+        raise click.ClickException(f"{pth}: not an earlier-app autoencoder state dict ({type(exc).__name__}: {exc})") from None
     cal = manifest["level2"]["calibration"]
     info(f"imported {pth.name} as {manifest['name']} v{manifest['version']} -> {out} (calibration: {cal['method']})", quiet)
 

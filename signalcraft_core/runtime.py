@@ -10,9 +10,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import ModelError
 from .jobs import JobConfig
 from .logs import configure
-from .errors import ModelError
 from .model_store import ModelStore
 
 
