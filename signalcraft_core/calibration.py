@@ -108,6 +108,8 @@ def fit_calibration(
     raw = raw[np.isfinite(raw)]
     if raw.size < 3:
         raise ValueError(f"calibration needs at least 3 normal validation scores, got {raw.size}")
+    if method != "linear" and float(np.ptp(raw)) == 0.0:
+        raise ValueError(f"all {raw.size} normal validation scores equal {raw[0]!r}: no spread to calibrate a false-alarm rate on")
     z_warn, z_crit = -math.log10(warning_rate), -math.log10(critical_rate)
     slope = (CRITICAL_SCORE - WARNING_SCORE) / (z_crit - z_warn)
     z_top = z_crit + (100.0 - CRITICAL_SCORE) / slope

@@ -241,6 +241,8 @@ def import_legacy_cmd(pth: Path, out: Path, machine_type: str | None, calibrate:
     Example:
       signalcraft import-legacy ../shared/legacy/signalcraftapp/valve_autoencoder_v1.pth --out models-legacy-valve
     """
+    import pickle
+
     from .legacy import import_legacy
     from .training import find_wavs, load_signals
 
@@ -251,15 +253,21 @@ def import_legacy_cmd(pth: Path, out: Path, machine_type: str | None, calibrate:
             raise click.ClickException("--calibrate needs at least 3 readable normal clips")
     try:
         manifest = import_legacy(pth, out, machine_type, signals, command=_command_line())
-    except (ValueError, KeyError, RuntimeError, EOFError) as exc:  # not a state dict of the old autoencoder
-        raise click.ClickException(f"{pth}: not an earlier-app autoencoder state dict ({type(exc).__name__}: {exc})") from None
+    except (ValueError, KeyError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:  # not a state dict of the old autoencoder
+        raise click.ClickException(f"{pth}: not an earlier-app autoencoder state dict ({type(exc).__name__}: {_first_line(exc)})") from None
     cal = manifest["level2"]["calibration"]
     info(f"imported {pth.name} as {manifest['name']} v{manifest['version']} -> {out} (calibration: {cal['method']})", quiet)
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
 def main() -> None:
     """Console-script entry point."""
-    from . import cli_serverless  # noqa: F401 - registers the serverless commands on `cli`
+    # Importing these registers their commands on `cli`.
+    from . import cli_report, cli_serverless  # noqa: F401
 
     cli(prog_name="signalcraft")
 

@@ -65,8 +65,8 @@ def _day(value: datetime | None) -> date | None:
 @cli.command()
 @click.option("--grades", "-g", "grades", required=True, metavar="DIR|s3://BUCKET/PREFIX/",
               help="Grade records: a local folder (or Parquet file) or an S3 prefix.")
-@click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="Only this UTC day (the dt= partition).")
-@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="Only records from this UTC day on.")
+@click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), metavar="YYYY-MM-DD", help="Only this UTC day (the dt= partition).")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), metavar="YYYY-MM-DD", help="Only records from this UTC day on.")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write a self-contained HTML report with plots (needs the `plot` extra).")
 @click.option("--top", type=click.IntRange(1), default=10, show_default=True, help="How many worst recordings to list.")

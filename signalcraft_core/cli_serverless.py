@@ -7,7 +7,9 @@ would have and calls the same `handlers.*.handler` in-process, like `sam local i
 from __future__ import annotations
 
 import json
+import logging
 import os
+import sys
 import time
 import uuid
 from contextlib import contextmanager
@@ -35,6 +37,27 @@ class LocalContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
+class _Stderr:
+    """sys.stderr looked up at each write (click's test runner swaps the stream per invocation)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def _logs_to_stderr() -> None:
+    """The handlers' JSON logs go to stderr here, like `sam local invoke`: stdout stays the result."""
+    from .logs import JsonFormatter, configure
+
+    for name in ("signalcraft_core", "handlers"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler) and isinstance(handler.formatter, JsonFormatter):
+                handler.stream = _Stderr()  # not setStream(): that flushes the old, maybe closed, stream
+    configure(stream=_Stderr())
+
+
 @contextmanager
 def handler_environment(variables: dict[str, str], endpoint_url: str | None = None) -> Iterator[None]:
     """Set the function's environment for an in-process invoke, and a fresh cold start."""
@@ -48,6 +71,7 @@ def handler_environment(variables: dict[str, str], endpoint_url: str | None = No
     os.environ.update(updates)
     reset()
     clear_client_cache()
+    _logs_to_stderr()
     try:
         yield
     finally:
@@ -81,7 +105,7 @@ def local() -> None:
 
 @local.command("invoke")
 @click.argument("function_id")
-@click.option("--event", "-e", "event_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--event", "-e", "event_path", type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path),
               help="JSON event file ('-' for stdin). Default: an empty event {}.")
 @click.option("--template", "-t", "template_path", default="template.yaml", show_default=True,
               type=click.Path(dir_okay=False, path_type=Path))
@@ -109,12 +133,45 @@ def local_invoke(function_id: str, event_path: Path | None, template_path: Path,
         raise click.ClickException(str(exc)) from None
     env = dict(spec.environment)
     if env_vars:
-        env.update(load_env_vars(env_vars, function_id))
-    event = json.loads(event_path.read_text()) if event_path else {}
+        try:
+            env.update(load_env_vars(env_vars, function_id))
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+    event = _read_event(event_path)
     handler = _handler_function(spec.handler)
     with handler_environment(env, endpoint_url):
-        result = handler(event, LocalContext(function_id, spec.timeout or 900))
+        result = _run(function_id, handler, event, LocalContext(function_id, spec.timeout or 900))
     click.echo(json.dumps(result, indent=2, default=str))
+
+
+def _read_event(path: Path | None) -> Any:
+    """The event JSON from a file or stdin ('-'); {} without one."""
+    if path is None:
+        return {}
+    text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.ClickException(f"event {path} is not JSON: {exc}") from None
+
+
+def _run(label: str, handler: Any, event: Any, context: LocalContext) -> Any:
+    """Call a handler; configuration and event errors become one `Error:` line."""
+    with one_line_errors(label):
+        return handler(event, context)
+
+
+@contextmanager
+def one_line_errors(label: str) -> Iterator[None]:
+    """ValueErrors (bad event shape, no OUTPUT_BUCKET, bad MODEL_PREFERENCE / numbers) as one `Error:` line.
+
+    SignalcraftError and botocore errors are already turned into one line by the `signalcraft` group.
+    """
+    try:
+        yield
+    except ValueError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise click.ClickException(f"{label}: {first}") from None
 
 
 @local.command("generate-event")
@@ -133,7 +190,11 @@ def generate_event_cmd(service: str, kind: str, bucket: str, key: str, prefix: s
     """
     from .sample_events import generate_event
 
-    click.echo(json.dumps(generate_event("s3-put" if kind == "put" else kind, bucket, key, prefix=prefix, date=date), indent=2))
+    try:
+        event = generate_event("s3-put" if kind == "put" else kind, bucket, key, prefix=prefix, date=date)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(event, indent=2))
 
 
 def _function_env(output_bucket: str, output_prefix: str, models: str | None, level: str | None) -> dict[str, str]:
@@ -169,7 +230,8 @@ def sweep(bucket: str, prefix: str, date: str | None, endpoint_url: str | None, 
     from handlers.fleet_sweep import handler
 
     with handler_environment(_function_env(output_bucket, output_prefix, models, level), endpoint_url):
-        result = handler({"bucket": bucket, "prefix": prefix, "date": date}, LocalContext("FleetSweepFunction"))
+        result = _run("sweep", handler, {"bucket": bucket, "prefix": prefix, "date": date},
+                      LocalContext("FleetSweepFunction"))
     click.echo(json.dumps(result, indent=2, default=str))
 
 
@@ -196,14 +258,17 @@ def watch(bucket: str, prefix: str, interval: float, once: bool, quiet: bool, en
 
     seen: set[tuple[str, str | None]] = set()
     with handler_environment(_function_env(output_bucket, output_prefix, models, level), endpoint_url):
-        runtime = get_runtime()
+        with one_line_errors("watch"):
+            runtime = get_runtime()
         while True:
             for obj in list_keys(runtime.client, bucket, prefix, runtime.config.suffixes):
                 if (obj.key, obj.etag) in seen:
                     continue
                 seen.add((obj.key, obj.etag))
                 event = generate_event("s3-put", bucket, obj.key, size=obj.size, etag=obj.etag or "")
-                result = handler(event, LocalContext("ScoreUploadFunction"))
+                if obj.last_modified is not None:  # the sample's epoch time would file it under 1970
+                    event["Records"][0]["eventTime"] = obj.last_modified.isoformat()
+                result = _run("watch", handler, event, LocalContext("ScoreUploadFunction"))
                 info(f"{obj.key}: {json.dumps({k: result[k] for k in ('grades', 'errors')})}", quiet)
             if once:
                 return
@@ -224,10 +289,16 @@ def minio_listener(port: int, host: str, endpoint_url: str | None, output_bucket
       mc event add local/signalcraft-recordings arn:minio:sqs::signalcraft:webhook --event put --suffix .wav
       signalcraft local minio-listener --port 8765 --endpoint-url http://localhost:9000
     """
+    from .runtime import get_runtime
     from .webhook import serve
 
     with handler_environment(_function_env(output_bucket, output_prefix, models, level), endpoint_url):
-        serve(host, port, lambda message: info(message))
+        with one_line_errors("minio-listener"):
+            get_runtime()  # configuration errors now, not on the first notification
+        try:
+            serve(host, port, lambda message: info(message))
+        except OSError as exc:  # port in use, address not available
+            raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 @cli.command()

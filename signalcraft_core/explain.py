@@ -113,10 +113,10 @@ def format_explanation(e: Explanation) -> str:
         lines.append("rules that fired: none")
     if e.top_bands:
         median = float(np.median(e.band_errors)) if e.band_errors.size else 0.0
-        lines.append(f"mel bands with the largest reconstruction error (median over bands {median:.4g}):")
+        lines.append(f"mel bands with the largest reconstruction error (median over bands {median:.3f}):")
         for b in e.top_bands:
             ratio = f"  ({b.error / median:.1f}x median)" if median > 0 else ""
-            lines.append(f"  band {b.band:>3}  {b.hz:<14} error {b.error:.4g}{ratio}")
+            lines.append(f"  band {b.band:>3}  {b.hz:<14} error {b.error:.3f}{ratio}")
     else:
         lines.append("mel band errors: none (this model set has no Level 2)")
     return "\n".join(lines) + "\n"
@@ -154,12 +154,15 @@ def render_png(e: Explanation, width: float = 12.0, height: float = 7.5) -> byte
     errors = e.band_errors
     if errors.size:
         worst = {b.band for b in e.top_bands}
-        colors = [GRADE_COLORS["CRITICAL"] if i in worst else "#8a94a6" for i in range(n_mels)]
+        colors = [color if i in worst else "#8a94a6" for i in range(n_mels)]
         ax_bars.barh(np.arange(n_mels), errors, height=0.85, color=colors)
-        for b in e.top_bands:
-            ax_bars.annotate(f"{b.hz}", (b.error, b.band), xytext=(3, 0), textcoords="offset points",
-                             va="center", fontsize=7, color=GRADE_COLORS["CRITICAL"])
+        labelled: list[int] = []
+        for b in e.top_bands:  # label the worst band of each cluster of neighbours, mark all on the picture
             ax_spec.axhspan(b.band - 0.5, b.band + 0.5, xmin=0.985, xmax=1.0, color="#4fc3f7")
+            if all(abs(b.band - other) > 2 for other in labelled):
+                labelled.append(b.band)
+                ax_bars.annotate(b.hz, (b.error, b.band), xytext=(3, 0), textcoords="offset points",
+                                 va="center", fontsize=8, color=color)
         ax_bars.set_xlim(0, float(errors.max()) * 1.45 or 1.0)
         ax_bars.set_xlabel("reconstruction error")
     else:

@@ -50,7 +50,7 @@ class JobConfig:
         if preference not in PREFERENCES:
             raise ValueError(f"MODEL_PREFERENCE must be one of {', '.join(PREFERENCES)}, not {preference!r}")
         prefix = env.get("OUTPUT_PREFIX", "grades/")
-        max_bytes = int(env.get("MAX_OBJECT_BYTES", str(cls.max_bytes)))
+        max_bytes = _env_number(env, "MAX_OBJECT_BYTES", cls.max_bytes, int, 0)
         return cls(
             output_bucket=env.get("OUTPUT_BUCKET") or None,
             output_prefix=prefix if not prefix or prefix.endswith("/") else prefix + "/",
@@ -58,12 +58,26 @@ class JobConfig:
             preference=preference,
             suffixes=tuple(s.strip() for s in env.get("SUFFIXES", ".wav").split(",") if s.strip()),
             max_bytes=max_bytes,
-            batch_size=int(env.get("BATCH_SIZE", "32")),
-            io_threads=int(env.get("IO_THREADS", "8")),
-            model_check_seconds=float(env.get("MODEL_CHECK_SECONDS", "300")),
+            batch_size=_env_number(env, "BATCH_SIZE", cls.batch_size, int, 1),
+            io_threads=_env_number(env, "IO_THREADS", cls.io_threads, int, 1),
+            model_check_seconds=_env_number(env, "MODEL_CHECK_SECONDS", cls.model_check_seconds, float, 0),
             key_pattern=env.get("KEY_PATTERN") or None,
-            audio=AudioConfig(max_bytes=max_bytes, max_seconds=float(env.get("MAX_SECONDS", "600"))),
+            audio=AudioConfig(max_bytes=max_bytes, max_seconds=_env_number(env, "MAX_SECONDS", 600.0, float, 1)),
         )
+
+
+def _env_number(env: Mapping[str, str], name: str, default: float, kind: type, minimum: float) -> Any:
+    """A numeric setting; a typo is a configuration error that names the variable (not a bare int() error)."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = kind(raw.strip())
+    except ValueError:
+        raise ValueError(f"{name} must be {'an integer' if kind is int else 'a number'}, not {raw!r}") from None
+    if not value >= minimum:  # also refuses NaN
+        raise ValueError(f"{name} must be >= {minimum:g}, not {raw!r}")
+    return value
 
 
 def _utc(value: Any) -> dt.datetime | None:

@@ -86,10 +86,15 @@ def load_model_set(model_dir: str | Path) -> ModelSet:
         model_set.level2_calibration = _calibration(root, level2, "level2")
     level1 = manifest.get("level1") or {}
     if LEVEL1_ARTIFACT in paths:
-        import joblib
+        from .forest import load_forest
 
         try:  # only reached after the hash matched: the file is the publisher's, not an attacker's
-            model_set.level1_pipeline = joblib.load(paths[LEVEL1_ARTIFACT])
+            # numpy scoring of the same pipeline (no scikit-learn import); joblib when it is not one
+            model_set.level1_pipeline = load_forest(paths[LEVEL1_ARTIFACT])
+            if model_set.level1_pipeline is None:
+                import joblib
+
+                model_set.level1_pipeline = joblib.load(paths[LEVEL1_ARTIFACT])
         except Exception as exc:  # noqa: BLE001 - e.g. pickled by an incompatible scikit-learn
             raise ModelError(f"{root}: level1 model does not load ({type(exc).__name__}: {exc})") from None
         model_set.level1_calibration = _calibration(root, level1, "level1")

@@ -26,6 +26,8 @@ COLUMNS: tuple[str, ...] = (*GRADES, ERROR)
 """Grade columns of the report: the three grades plus error records."""
 
 GRADE_COLORS = {"NORMAL": "#2e7d32", "WARNING": "#ef8f00", "CRITICAL": "#c62828", ERROR: "#757575"}
+SERIES_COLORS = ("#3b6fb6", "#8e5ea2", "#2a9d8f", "#264653", "#b5838d", "#6c8ebf", "#a8763e", "#5c6b73")
+"""Machines and machine types in plots: no red / amber / green, which mean grades."""
 _SUMMARY_COLUMNS = ("record_id", "key", "event_time", "scored_at", "site", "machine_type", "machine_id",
                     "level1_score", "level1_rules", "level2_score", "score", "grade", "status", "error_code",
                     "error_message")
@@ -256,12 +258,18 @@ def figure_png(fig) -> bytes:
 
 
 def shade_grade_zones(ax, vertical: bool = False) -> None:
-    """Background bands and threshold lines at WARNING_SCORE / CRITICAL_SCORE on a 0-100 score axis."""
+    """Background bands and labelled threshold lines at WARNING_SCORE / CRITICAL_SCORE on a 0-100 score axis."""
     span, line = (ax.axvspan, ax.axvline) if vertical else (ax.axhspan, ax.axhline)
     span(WARNING_SCORE, CRITICAL_SCORE, color=GRADE_COLORS["WARNING"], alpha=0.08, lw=0)
     span(CRITICAL_SCORE, 100, color=GRADE_COLORS["CRITICAL"], alpha=0.08, lw=0)
     for value, name in ((WARNING_SCORE, "WARNING"), (CRITICAL_SCORE, "CRITICAL")):
-        line(value, color=GRADE_COLORS[name], lw=1.2, ls="--", label=f"{name} {value:g}")
+        line(value, color=GRADE_COLORS[name], lw=1.2, ls="--")
+        if vertical:
+            ax.text(value, 0.98, f" {name} {value:g}", transform=ax.get_xaxis_transform(), rotation=90,
+                    va="top", ha="left", fontsize=7, color=GRADE_COLORS[name])
+        else:
+            ax.text(0.002, value, f"{name} {value:g}", transform=ax.get_yaxis_transform(), va="bottom",
+                    fontsize=7, color=GRADE_COLORS[name])
 
 
 def _score_rows(table: pa.Table) -> list[dict[str, Any]]:
@@ -283,6 +291,7 @@ def plot_scores_over_time(table: pa.Table) -> bytes | None:
     fig = new_figure(10.5, 0.4 + 2.1 * len(types))
     axes = fig.subplots(len(types), 1, sharex=True, squeeze=False)[:, 0]
     for ax, machine_type in zip(axes, types):
+        ax.set_prop_cycle(color=SERIES_COLORS)
         shade_grade_zones(ax)
         for machine, points in sorted(by_type[machine_type].items()):
             points.sort()
@@ -312,12 +321,13 @@ def plot_score_distribution(table: pa.Table) -> bytes | None:
     fig = new_figure(5.6, 3.6)
     ax = fig.subplots()
     shade_grade_zones(ax, vertical=True)
-    ax.hist([by_type[t] for t in types], bins=[i * 5 for i in range(21)], stacked=True, label=types, edgecolor="white", lw=0.5)
+    ax.hist([by_type[t] for t in types], bins=[i * 5 for i in range(21)], stacked=True, label=types,
+            color=[SERIES_COLORS[i % len(SERIES_COLORS)] for i in range(len(types))], edgecolor="white", lw=0.5)
     ax.set_xlim(0, 100)
     ax.set_xlabel("score")
     ax.set_ylabel("recordings")
     ax.set_title("Score distribution", loc="left", fontsize=10, fontweight="bold")
-    ax.legend(fontsize=8, frameon=False)
+    ax.legend(fontsize=8, frameon=False, ncols=min(4, len(types)), loc="upper center", bbox_to_anchor=(0.5, -0.2))
     return figure_png(fig)
 
 
@@ -338,7 +348,7 @@ def plot_grade_counts(summary: FleetSummary) -> bytes | None:
     ax.tick_params(axis="y", labelsize=8)
     ax.set_xlabel("recordings")
     ax.set_title("Grades per machine", loc="left", fontsize=10, fontweight="bold")
-    ax.legend(fontsize=8, frameon=False, ncols=4, loc="lower left", bbox_to_anchor=(0, 1.06))
+    ax.legend(fontsize=8, frameon=False, ncols=4, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     return figure_png(fig)
 
 

@@ -16,6 +16,8 @@ MAX_BODY_BYTES = 1 << 20
 def make_server(host: str, port: int, say: Callable[[str], None] = lambda _m: None) -> ThreadingHTTPServer:
     from handlers.score_upload import handler
 
+    from .events import parse_event
+
     class Receiver(BaseHTTPRequestHandler):
         def log_message(self, *_args) -> None:  # quiet: we report per event instead
             pass
@@ -32,17 +34,22 @@ def make_server(host: str, port: int, say: Callable[[str], None] = lambda _m: No
             self._reply(200, {"status": "ready"})
 
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = 0
             if length <= 0 or length > MAX_BODY_BYTES:
                 self._reply(400, {"error": "expected a JSON notification body"})
                 return
-            try:
+            try:  # a body we cannot understand: 400, MinIO redelivering it would not help
                 event = json.loads(self.rfile.read(length))
-                result = handler(event, None)
-            except ValueError as exc:
+                parse_event(event)
+            except ValueError as exc:  # also JSONDecodeError / UnicodeDecodeError
                 self._reply(400, {"error": str(exc)})
                 return
-            except Exception as exc:  # noqa: BLE001 - 500 makes MinIO redeliver later
+            try:
+                result = handler(event, None)
+            except Exception as exc:  # noqa: BLE001 - storage or configuration: 500 makes MinIO redeliver later
                 say(f"notification failed: {exc}")
                 self._reply(500, {"error": str(exc)})
                 return

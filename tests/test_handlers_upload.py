@@ -272,8 +272,9 @@ def test_missing_output_bucket_raises_before_grading(env, monkeypatch, short_wav
     monkeypatch.delenv("OUTPUT_BUCKET")
     runtime.reset()
     etag = env.put(PUMP_KEY, short_wav)
-    with pytest.raises(ValueError, match="OUTPUT_BUCKET"):
+    with CallLog(runtime.get_runtime().client) as log, pytest.raises(ValueError, match="OUTPUT_BUCKET"):
         score_upload.handler(env.event("s3-put", PUMP_KEY, short_wav, etag))
+    assert log.operations == []
 
 
 def test_output_bucket_that_does_not_exist_raises_so_lambda_retries(env, monkeypatch, short_wav):

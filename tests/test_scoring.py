@@ -1,0 +1,203 @@
+"""The scoring pipe: separation on synthetic data, one ClipScore per payload in order, level preference."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from signalcraft_core.audio import encode_wav
+from signalcraft_core.errors import AudioError, ErrorCode, StorageError
+from signalcraft_core.grading import grade
+from signalcraft_core.model_set import load_model_set
+from signalcraft_core.rules import RULE_NAMES
+from signalcraft_core.scoring import ClipScore, score_audio, score_payloads
+from signalcraft_core.synth import synthesize_clip, write_dataset
+
+N_TRAIN = 16
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Pump: 24 normal + 8 abnormal 2 s clips; trained on 16 normals, the rest held out."""
+    from signalcraft_core.training import TrainingOptions, load_signals, train_model_set
+
+    root = tmp_path_factory.mktemp("scoring")
+    files = write_dataset(root / "data", "pump", 24, 8, seed=0, duration_s=2.0)
+    normal = [f for f in files if f.parent.name == "normal"]
+    abnormal = [f for f in files if f.parent.name == "abnormal"]
+    signals, used, skipped = load_signals(normal[:N_TRAIN])
+    assert not skipped
+    train_model_set(signals, root / "model", TrainingOptions("pump", epochs=3, folds=2, n_estimators=50), used)
+    return load_model_set(root / "model"), normal[N_TRAIN:], abnormal
+
+
+@pytest.fixture(scope="module")
+def held_out(setup):
+    model_set, normal, abnormal = setup
+    results = score_payloads(model_set, [f.read_bytes() for f in normal + abnormal])
+    return results[: len(normal)], results[len(normal):]
+
+
+def auc(negatives, positives) -> float:
+    """P(a positive scores above a negative), ties counted half (Mann-Whitney)."""
+    neg, pos = np.asarray(negatives, float)[:, None], np.asarray(positives, float)[None, :]
+    return float(np.mean((pos > neg) + 0.5 * (pos == neg)))
+
+
+def test_default_profile_separates_normal_from_abnormal(held_out):
+    normal, abnormal = held_out
+    assert all(r.status == "ok" for r in normal + abnormal)
+    assert auc([r.score for r in normal], [r.score for r in abnormal]) >= 0.95
+    # Each level on its own carries signal too (hybrid is not one level doing all the work).
+    assert auc([r.level1_score for r in normal], [r.level1_score for r in abnormal]) >= 0.9
+    assert auc([r.level2_score for r in normal], [r.level2_score for r in abnormal]) >= 0.9
+    assert np.mean([r.grade != "NORMAL" for r in abnormal]) >= 0.75
+    assert np.mean([r.grade == "NORMAL" for r in normal]) >= 0.75
+
+
+def test_every_result_is_consistent(held_out):
+    for r in held_out[0] + held_out[1]:
+        assert r.grade == grade(r.score).value
+        assert r.score == pytest.approx(max(r.level1_score, r.level2_score), abs=1e-3)  # hybrid
+        assert 0.0 <= r.score <= 100.0 and r.level2_mse > 0 and r.iforest_raw is not None
+        assert len(r.band_errors) == 64  # per mel band
+        assert (r.duration_s, r.sample_rate_in, r.channels_in) == (2.0, 16000, 1)
+        assert r.error_code is None and r.error_message is None
+
+
+def test_rule_bearing_results_name_their_rules(held_out):
+    normal, abnormal = held_out
+    with_rules = [r for r in normal + abnormal if r.level1_rules]
+    assert sum(bool(r.level1_rules) for r in abnormal) >= 3  # the rules do fire on faults
+    for r in with_rules:
+        assert set(r.level1_rules) <= set(RULE_NAMES)
+        assert len(r.rule_messages) == len(r.level1_rules) and all(m.strip() for m in r.rule_messages)
+        assert r.level1_score >= 50.0  # a rule that fires is at least a WARNING
+
+
+# ------------------------------------------------------------------------- one result per payload
+
+
+def wav(seconds: float, seed: int, anomaly: str | None = None) -> bytes:
+    rng = np.random.default_rng(seed)
+    return encode_wav(synthesize_clip("pump", anomaly, rng, seconds), 16000)
+
+
+def test_error_payloads_become_error_scores_in_order(setup):
+    model_set = setup[0]
+    payloads = [
+        StorageError(ErrorCode.NOT_FOUND, "gone"),
+        wav(2.0, 1),
+        b"hello, I am a text file",
+        encode_wav(np.zeros(32000, np.float32), 16000),  # digital silence
+        AudioError(ErrorCode.TOO_LARGE, "too big"),
+        wav(2.0, 2),
+        encode_wav(np.full(8000, 0.1, np.float32), 16000),  # 0.5 s: too short
+    ]
+    results = score_payloads(model_set, payloads)
+    assert [(r.status, r.error_code) for r in results] == [
+        ("error", "not_found"), ("ok", None), ("error", "not_wav"), ("error", "silent"),
+        ("error", "too_large"), ("ok", None), ("error", "too_short"),
+    ]
+    assert results[0].error_message == "gone" and results[4].error_message == "too big"
+    assert all(r.grade is None and r.score is None for r in results if r.status == "error")
+
+
+def test_exactly_one_score_per_payload_across_lengths(setup):
+    """Clips of different lengths are batched separately; results still come back in input order."""
+    model_set = setup[0]
+    lengths = [2.0, 3.0, 2.0, 1.5, 3.0, 2.0]
+    payloads: list = [wav(s, 10 + i) for i, s in enumerate(lengths)]
+    payloads.insert(3, b"")
+    results = score_payloads(model_set, payloads)
+    assert len(results) == len(payloads)
+    assert [r.duration_s for r in results] == [2.0, 3.0, 2.0, None, 1.5, 3.0, 2.0]
+    assert results[3].error_code == ErrorCode.EMPTY.value
+    alone = [score_payloads(model_set, [p])[0] for p in payloads]
+    for batched, single in zip(results, alone):
+        assert batched.status == single.status and batched.grade == single.grade
+        if batched.status == "ok":
+            assert batched.score == pytest.approx(single.score, abs=1e-3)
+    assert score_payloads(model_set, []) == [] and score_audio(model_set, []) == []
+
+
+class FailsOnLoudClips:
+    """Wraps the TorchScript module and raises for a batch holding a very loud clip.
+
+    No decodable recording makes the real pipe raise (the decoder refuses everything the feature
+    code cannot take), so this injects the failure at the model boundary.
+    """
+
+    def __init__(self, module, threshold: float) -> None:
+        self.module, self.threshold = module, threshold
+
+    def __call__(self, x):
+        if bool((x.max(dim=1).values > self.threshold).any()):
+            raise RuntimeError("simulated failure on this clip")
+        return self.module(x)
+
+
+def test_one_failing_clip_does_not_sink_the_batch(setup):
+    model_set = setup[0]
+    quiet = [wav(2.0, 20 + i) for i in range(3)]
+    loud = encode_wav(np.random.default_rng(5).uniform(-0.9, 0.9, 32000).astype(np.float32), 16000)
+    expected = score_payloads(model_set, quiet)
+    # Loud white noise has log-mel maxima (~15 dB) far above those of the ~-32 dBFS pump clips (~3 dB).
+    broken = dataclasses.replace(model_set, level2_module=FailsOnLoudClips(model_set.level2_module, threshold=8.0))
+    assert score_payloads(broken, quiet) == expected  # the wrapper alone changes nothing
+    results = score_payloads(broken, [quiet[0], loud, quiet[1], quiet[2]])
+    assert [r.status for r in results] == ["ok", "error", "ok", "ok"]
+    assert results[1].error_code == ErrorCode.INTERNAL_ERROR.value
+    assert "simulated failure" in results[1].error_message and results[1].duration_s == 2.0
+    assert [r.score for r in (results[0], results[2], results[3])] == pytest.approx([r.score for r in expected], abs=1e-3)
+
+
+# ---------------------------------------------------------------------------------- preference
+
+
+def test_preference_selects_the_deciding_level(setup, held_out):
+    model_set, normal, abnormal = setup
+    payloads = [normal[0].read_bytes(), abnormal[0].read_bytes(), abnormal[1].read_bytes()]
+    hybrid = score_payloads(model_set, payloads, preference="hybrid")
+    level1 = score_payloads(model_set, payloads, preference="level1")
+    level2 = score_payloads(model_set, payloads, preference="level2")
+    assert score_payloads(model_set, payloads) == hybrid  # the manifest's preference is hybrid
+    for h, l1, l2 in zip(hybrid, level1, level2):
+        assert l1.score == pytest.approx(h.level1_score, abs=1e-3) and l1.level2_score is None and l1.level2_mse is None
+        assert l2.score == pytest.approx(h.level2_score, abs=1e-3) and l2.level1_score is None and l2.level1_rules == ()
+        assert h.score == pytest.approx(max(l1.score, l2.score), abs=1e-3)
+        assert l1.grade == grade(l1.score).value and l2.grade == grade(l2.score).value
+
+
+def test_preference_falls_back_when_the_set_lacks_that_level(setup):
+    model_set, normal, abnormal = setup
+    payloads = [normal[0].read_bytes(), abnormal[0].read_bytes()]
+    full = score_payloads(model_set, payloads)
+    only_l2 = dataclasses.replace(model_set, level1_pipeline=None, rules=None)
+    only_l1 = dataclasses.replace(model_set, level2_module=None)
+    assert not only_l2.has_level1 and not only_l1.has_level2
+    for r, f in zip(score_payloads(only_l2, payloads, preference="level1"), full):
+        assert r.status == "ok" and r.score == pytest.approx(f.level2_score, abs=1e-3) and r.level1_score is None
+    for r, f in zip(score_payloads(only_l1, payloads, preference="level2"), full):
+        assert r.status == "ok" and r.score == pytest.approx(f.level1_score, abs=1e-3) and r.level2_score is None
+
+
+def test_unknown_preference_is_refused(setup):
+    with pytest.raises(ValueError, match="preference"):
+        score_audio(setup[0], [_audio(wav(2.0, 30))], preference="both")
+
+
+def _audio(data: bytes):
+    from signalcraft_core.audio import decode_wav
+
+    return decode_wav(data)
+
+
+def test_failure_record_keeps_what_the_recording_was():
+    audio = _audio(wav(2.0, 31))
+    failure = ClipScore.failure(ErrorCode.INTERNAL_ERROR, "x", audio)
+    assert (failure.status, failure.error_code, failure.duration_s, failure.sample_rate_in) == ("error", "internal_error", 2.0, 16000)
+    assert ClipScore.failure("not_wav", "y").duration_s is None
