@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from .console import info
+from .console import Progress, info
 
 RECORDINGS = "signalcraft-recordings"
 GRADES = "signalcraft-grades"
@@ -102,13 +102,16 @@ def run_demo(endpoint_url: str | None = None, clips: int = 3, seed: int = 7, mod
         with tempfile.TemporaryDirectory() as tmp, handler_environment(env, endpoint_url):
             uploaded = upload_fleet(client, Path(tmp), clips, seed)
             info(f"uploaded {len(uploaded)} recordings to s3://{RECORDINGS}/{SITE}/", quiet)
+            progress = Progress(quiet)
             for n, (key, _label) in enumerate(uploaded):
+                progress("events", n + 1, len(uploaded))
                 head = client.head_object(Bucket=RECORDINGS, Key=key)
                 event = generate_event(EVENT_KINDS[n % len(EVENT_KINDS)], RECORDINGS, key, size=head["ContentLength"],
                                        etag=head["ETag"].strip('"'), date=today)
                 score_upload.handler(event, LocalContext("ScoreUploadFunction"))
                 if n == 0:
                     redelivered = event
+            progress.close()
             for _ in range(2):
                 score_upload.handler(redelivered, LocalContext("ScoreUploadFunction"))
             info(f"upload handler: {len(uploaded)} events ({', '.join(EVENT_KINDS)}), one redelivered twice", quiet)
