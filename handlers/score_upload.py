@@ -1,6 +1,6 @@
 """Upload handler: grade each recording an object-store event names (S3, MinIO, EventBridge, SQS).
 
-Exactly one grade record per recording. A transient storage failure raises (direct invocation)
+Exactly one grade record per recording. A storage failure or an unusable model set raises (direct invocation)
 so Lambda retries and finally sends the event to the on-failure queue, or becomes a
 `batchItemFailures` entry (SQS), never a silent drop.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from signalcraft_core.errors import ErrorCode, StorageError
+from signalcraft_core.errors import ErrorCode, ModelError, StorageError
 from signalcraft_core.events import parse_event
 from signalcraft_core.jobs import TRANSIENT_CODES, grade_objects, merge_summaries, refusal, summarise
 from signalcraft_core.logs import request_id
@@ -53,7 +53,10 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
             log.info("graded", extra={"key": r.key, "status": r.status, "grade": r.grade, "score": r.score, "error_code": r.error_code})
         if transient:
             if item.message_id is None:
-                raise StorageError(ErrorCode.STORAGE_ERROR, f"{len(transient)} object(s) could not be read: {transient[0].error_message}")
+                first = transient[0]
+                if first.error_code == ErrorCode.MODEL_ERROR.value:
+                    raise ModelError(f"{len(transient)} object(s) could not be graded: {first.error_message}")
+                raise StorageError(ErrorCode.STORAGE_ERROR, f"{len(transient)} object(s) could not be read: {first.error_message}")
             failures.append({"itemIdentifier": item.message_id})
     response: dict[str, Any] = {**summary, "skipped": skipped, "written": written}
     if any(item.message_id is not None for item in items):

@@ -174,6 +174,8 @@ def score(paths: tuple[Path, ...], models: Path | None, machine_type: str | None
     inputs: list[Path] = []
     for p in paths:
         inputs.extend(sorted(q for q in p.rglob("*") if q.suffix.lower() == ".wav") if p.is_dir() else [p])
+    # Resolve every input's model set first: a missing or broken set fails before any output.
+    all_sets = [store.for_path(str(path), machine_type) for path in inputs]
     any_error = False
     if fmt == "table":
         click.echo(f"{'grade':<9} {'score':>6} {'L1':>6} {'L2':>6}  {'rules':<24} source")
@@ -181,7 +183,7 @@ def score(paths: tuple[Path, ...], models: Path | None, machine_type: str | None
     # few clips it gets); output stays in input order, one line per input.
     for start in range(0, len(inputs), SCORE_BATCH):
         chunk = inputs[start:start + SCORE_BATCH]
-        sets = [store.for_path(str(path), machine_type) for path in chunk]
+        sets = all_sets[start:start + SCORE_BATCH]
         payloads = [_payload(path) for path in chunk]
         results: list = [None] * len(chunk)
         by_set: dict[int, list[int]] = {}

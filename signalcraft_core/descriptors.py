@@ -115,8 +115,11 @@ def _batch_features(batch: np.ndarray, sample_rate: int) -> np.ndarray:
     freqs = np.fft.rfftfreq(N_FFT, d=1.0 / sample_rate)
     total = mag.sum(axis=-1)
     safe_total = np.where(total > 0, total, 1.0)
-    centroid = (mag @ freqs) / safe_total
-    bandwidth = np.sqrt(np.einsum("ntk,ntk->nt", mag, np.square(freqs - centroid[..., None])) / safe_total)
+    first = mag @ freqs
+    centroid = first / safe_total
+    # sum_k |X_k| (f_k - c)^2 = sum |X| f^2 - 2 c sum |X| f + c^2 sum |X|: two products, no (n, T, K) temporary.
+    spread = (mag @ np.square(freqs)) - 2.0 * centroid * first + np.square(centroid) * total
+    bandwidth = np.sqrt(np.maximum(spread, 0.0) / safe_total)
     cumulative = np.cumsum(mag, axis=-1, out=mag)
     reached = cumulative >= (ROLL_PERCENT * cumulative[..., -1])[..., None]
     rolloff = freqs[np.argmax(reached, axis=-1)]

@@ -23,8 +23,9 @@ from .records import GradeRecord, record_id
 from .scoring import ClipScore, score_payloads
 
 log = logging.getLogger(__name__)
-#: Failures the platform should retry (raise) rather than record as final.
-TRANSIENT_CODES = frozenset({ErrorCode.STORAGE_ERROR.value})
+#: Failures the platform should retry (raise) rather than record as final: the store failed, or the
+#: model set could not be used (missing, or refused by its integrity check) - not the recording's fault.
+TRANSIENT_CODES = frozenset({ErrorCode.STORAGE_ERROR.value, ErrorCode.MODEL_ERROR.value})
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -26,6 +27,15 @@ from .model_set import ModelSet, load_model_set
 DEFAULT_MODEL_ROOT = Path(__file__).resolve().parents[1] / "models"
 DEFAULT_SET = "default"
 DEFAULT_CACHE_DIR = Path(os.environ.get("SIGNALCRAFT_CACHE_DIR", "/tmp/signalcraft-models"))
+#: Set names and versions become cache folder names: plain names only, never `..` or a path.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+def _cause(exc: Exception) -> str:
+    """A store failure in one line, URL query strings and credential-looking tokens removed (it may be logged)."""
+    from .storage import _one_line
+
+    return _one_line(str(exc))
 
 
 @dataclass
@@ -136,7 +146,7 @@ class ModelStore:
             except Exception as exc:  # noqa: BLE001
                 if names is not None:  # keep serving what we know if the store hiccups
                     return names
-                raise ModelError(f"cannot list model sets under {self.uri}: {exc}") from None
+                raise ModelError(f"cannot list model sets under {self.uri}: {_cause(exc)}") from None
             fresh = sorted(p["Prefix"][len(self.prefix):].rstrip("/") for p in resp.get("CommonPrefixes", []))
             if not fresh:
                 raise ModelError(f"no model sets under {self.uri}") from None
@@ -157,9 +167,14 @@ class ModelStore:
             obj = client.get_object(Bucket=self.bucket, Key=manifest_key)
             data = obj["Body"].read()
         except Exception as exc:  # noqa: BLE001
-            raise ModelError(f"cannot read s3://{self.bucket}/{manifest_key}: {exc}") from None
+            raise ModelError(f"cannot read s3://{self.bucket}/{manifest_key}: {_cause(exc)}") from None
         manifest = parse_manifest(data, f"s3://{self.bucket}/{manifest_key}")
-        local = self.cache_dir / hashlib.sha256(self.uri.encode()).hexdigest()[:16] / (name or "_root") / manifest["version"]
+        folder, version = name or "_root", str(manifest["version"])
+        for part in (folder, version):
+            if not _PLAIN_NAME.fullmatch(part):
+                raise ModelError(f"s3://{self.bucket}/{manifest_key}: set name or version {part!r} is not a plain "
+                                 "folder name; refusing it")
+        local = self.cache_dir / hashlib.sha256(self.uri.encode()).hexdigest()[:16] / folder / version
         local.mkdir(parents=True, exist_ok=True)
         for art in manifest["artifacts"].values():
             target = local / art["path"]  # parse_manifest refused absolute paths and `..`
@@ -170,7 +185,7 @@ class ModelStore:
             try:
                 client.download_file(self.bucket, self._s3_key(name, art["path"]), str(tmp))
             except Exception as exc:  # noqa: BLE001
-                raise ModelError(f"cannot download model artifact {art['path']} from {self.uri}: {exc}") from None
+                raise ModelError(f"cannot download model artifact {art['path']} from {self.uri}: {_cause(exc)}") from None
             os.replace(tmp, target)
         (local / MANIFEST_FILE).write_bytes(data)
         return load_model_set(local), obj.get("ETag")

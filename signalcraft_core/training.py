@@ -26,6 +26,8 @@ from .features import FeatureConfig, clip_features, get_profile
 from .manifest import MANIFEST_SCHEMA_VERSION, artifact_entry, sha256_bytes, write_manifest
 from .model_set import LEVEL1_ARTIFACT, LEVEL2_ARTIFACT
 
+#: Fewer clips leave each calibration fold's forest with too few samples to score anything.
+MIN_TRAINING_CLIPS = 5
 ANOMALY_DIR_NAMES = frozenset({"abnormal", "anomaly", "anomalous"})
 Progress = Callable[[str, int, int], None]
 
@@ -49,17 +51,22 @@ class TrainingOptions:
 
 
 def find_wavs(paths: Sequence[str | Path], include_anomalies: bool = False) -> list[Path]:
-    """WAV files under the given files/folders, sorted; anomaly folders left out unless asked."""
+    """WAV files under the given files/folders, sorted.
+
+    Below a given folder, files in sub-folders named abnormal/anomaly are left out unless asked;
+    a file named explicitly, or a folder given explicitly, is always taken as the user meant it.
+    """
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
-        candidates = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-        for p in candidates:
-            if p.suffix.lower() != ".wav":
-                continue
-            if not include_anomalies and ANOMALY_DIR_NAMES & {part.lower() for part in p.parts}:
-                continue
-            found.append(p)
+        if path.is_file():
+            if path.suffix.lower() == ".wav":
+                found.append(path)
+            continue
+        for p in sorted(q for q in path.rglob("*") if q.is_file() and q.suffix.lower() == ".wav"):
+            below = {part.lower() for part in p.relative_to(path).parts[:-1]}
+            if include_anomalies or not ANOMALY_DIR_NAMES & below:
+                found.append(p)
     return sorted(set(found))
 
 
@@ -146,8 +153,10 @@ def train_model_set(
     from .level1 import Level1Model
     from .rules import RuleSet
 
-    if len(signals) < 3:
-        raise ValueError(f"training needs at least 3 normal clips, got {len(signals)}")
+    if len(signals) < MIN_TRAINING_CLIPS:
+        raise ValueError(
+            f"training needs at least {MIN_TRAINING_CLIPS} normal clips (out-of-fold calibration), got {len(signals)}"
+        )
     profile = get_profile(options.profile)
     train_cfg = TrainConfig(**{**asdict(options.train), "epochs": options.epochs, "seed": options.seed})
     options = TrainingOptions(**{**options.__dict__, "train": train_cfg})

@@ -57,6 +57,8 @@ class Fault:
     `rate`: the fraction of matching requests that fire. `method` / `path` (regex searched in the
     URL-decoded path, e.g. "/bucket/key") / `query` (regex searched in the raw query string) filter.
     `forward`: let the request reach the server first (the write happens, the client sees the fault).
+    `per_target`: fire at most this many times for any one method + path + query, so a request retried
+    often enough always gets through (transient faults that cannot turn into an outage by bad luck).
     """
 
     kind: str = "error"
@@ -69,6 +71,7 @@ class Fault:
     path: str | None = None
     query: str | None = None
     forward: bool = False
+    per_target: int | None = None
     chunk: int = 512
     delay: float = 0.005
     injected: int = 0
@@ -80,6 +83,7 @@ class Fault:
             raise ValueError(f"rate must be within [0, 1], not {self.rate}")
         self._path = re.compile(self.path) if self.path else None
         self._query = re.compile(self.query) if self.query else None
+        self._hits: Counter = Counter()
 
     # -- constructors for the usual faults ---------------------------------------------------------
     @classmethod
@@ -117,6 +121,8 @@ class Fault:
         if self.exhausted:
             return False
         if self.method and self.method.upper() != method:
+            return False
+        if self.per_target is not None and self._hits[(method, path, query)] >= self.per_target:
             return False
         if self._path and not self._path.search(path):
             return False
@@ -205,6 +211,7 @@ class FaultProxy:
                     if fault.rate < 1.0 and self._rng.random() >= fault.rate:
                         continue
                     fault.injected += 1
+                    fault._hits[(method, path, query)] += 1
                     return fault
         return None
 

@@ -1,0 +1,213 @@
+"""The torch-free, scikit-learn-free and scipy.signal-free scoring paths give the libraries' numbers.
+
+forest.py scores the Level-1 pipeline with numpy, level2_numpy.py runs the exported autoencoder
+with numpy, rules.py computes the envelope spectrum with scipy.fft only: each is checked here
+against the library it replaces, each falls back to that library for anything it does not know,
+and a fresh process that grades a clip imports none of torch, scikit-learn or scipy.signal.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from signalcraft_core.forest import CompiledForest, load_forest
+from signalcraft_core.level2 import load_scoring_module, score_level2
+from signalcraft_core.level2_numpy import NumpyScoringModule, load_numpy_module
+from signalcraft_core.rules import (
+    ENVELOPE_BAND_HZ,
+    ENVELOPE_SEARCH_HZ,
+    FLOOR_DB,
+    _envelope_peak,
+    signal_stats,
+    signal_stats_batch,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_SETS = sorted(p.parent for p in (ROOT / "models").glob("*/manifest.json"))
+
+
+# --- Level 1 forest ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("model_dir", MODEL_SETS, ids=lambda p: p.name)
+def test_numpy_forest_equals_sklearn_pipeline(model_dir: Path) -> None:
+    import joblib
+
+    path = model_dir / "level1.joblib"
+    forest = load_forest(path)
+    pipeline = joblib.load(path)
+    assert isinstance(forest, CompiledForest)
+    rng = np.random.default_rng(0)
+    mean, scale = pipeline[0].mean_, pipeline[0].scale_
+    x = mean + scale * rng.standard_normal((300, mean.size)) * rng.choice([0.3, 1.0, 4.0], size=(300, 1))
+    x[0, 5] = np.nan                       # a missing value takes scikit-learn's side of the split
+    x[1] = mean                             # the centre of the training data
+    assert np.array_equal(forest.score_samples(x), pipeline.score_samples(x))
+
+
+def test_forest_with_subsampled_features_and_no_scaler(tmp_path: Path) -> None:
+    import joblib
+    from sklearn.ensemble import IsolationForest
+
+    rng = np.random.default_rng(1)
+    model = IsolationForest(n_estimators=30, max_features=0.5, max_samples=50, random_state=3).fit(rng.normal(size=(80, 9)))
+    joblib.dump(model, tmp_path / "f.joblib")
+    forest = load_forest(tmp_path / "f.joblib")
+    x = rng.normal(size=(40, 9)) * 3
+    assert forest is not None and np.array_equal(forest.score_samples(x), model.score_samples(x))
+
+
+def test_unknown_pipeline_falls_back_to_joblib(tmp_path: Path) -> None:
+    import joblib
+    from sklearn.ensemble import IsolationForest
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import MinMaxScaler
+
+    rng = np.random.default_rng(2)
+    joblib.dump(make_pipeline(MinMaxScaler(), IsolationForest(n_estimators=10, random_state=0)).fit(rng.normal(size=(50, 4))),
+                tmp_path / "p.joblib")
+    (tmp_path / "junk.joblib").write_bytes(b"not a pickle at all")
+    assert load_forest(tmp_path / "p.joblib") is None
+    assert load_forest(tmp_path / "junk.joblib") is None
+
+
+# --- Level 2 autoencoder -------------------------------------------------------------------------
+
+def _torch_errors(path: Path, x: np.ndarray) -> np.ndarray:
+    import torch
+
+    module = torch.jit.load(str(path), map_location="cpu").eval()
+    with torch.inference_mode():
+        return module(torch.from_numpy(x)).numpy()
+
+
+@pytest.mark.parametrize("model_dir", MODEL_SETS, ids=lambda p: p.name)
+def test_numpy_autoencoder_equals_torchscript(model_dir: Path) -> None:
+    path = model_dir / "autoencoder.pt"
+    module = load_numpy_module(path)
+    assert isinstance(module, NumpyScoringModule)
+    x = (module.mean + module.scale * np.random.default_rng(3).standard_normal((50, module.mean.size)) * 2).astype(np.float32)
+    np.testing.assert_allclose(module.errors(x), _torch_errors(path, x), rtol=1e-5, atol=1e-7)
+
+
+def test_numpy_autoencoder_reads_an_imported_legacy_model(legacy_dir: Path, tmp_path: Path) -> None:
+    from signalcraft_core.legacy import import_legacy
+
+    import_legacy(legacy_dir / "valve_autoencoder_v1.pth", tmp_path)
+    module = load_numpy_module(tmp_path / "autoencoder.pt")
+    assert isinstance(module, NumpyScoringModule)
+    x = np.random.default_rng(4).random((20, 64)).astype(np.float32)
+    np.testing.assert_allclose(module.errors(x), _torch_errors(tmp_path / "autoencoder.pt", x), rtol=1e-5, atol=1e-8)
+
+
+def test_other_torchscript_modules_run_on_torch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    class Doubling(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return (2 * x) ** 2
+
+    torch.jit.script(Doubling()).save(str(tmp_path / "other.pt"))
+    (tmp_path / "broken.pt").write_bytes(b"PK\x03\x04 not really a zip")
+    assert load_numpy_module(tmp_path / "other.pt") is None
+    assert load_numpy_module(tmp_path / "broken.pt") is None
+    module = load_scoring_module(tmp_path / "other.pt")
+    assert not isinstance(module, NumpyScoringModule)
+    result = score_level2(module, np.ones((3, 4), np.float32), n_mels=2)
+    assert np.allclose(result.mse, 4.0) and result.band_errors.shape == (3, 2)
+    monkeypatch.setenv("SIGNALCRAFT_LEVEL2_ENGINE", "torch")
+    assert not isinstance(load_scoring_module(MODEL_SETS[0] / "autoencoder.pt"), NumpyScoringModule)
+
+
+def test_numpy_module_can_be_called_like_a_torch_module() -> None:
+    import torch
+
+    module = load_numpy_module(MODEL_SETS[0] / "autoencoder.pt")
+    x = np.zeros((2, module.mean.size), np.float32)
+    out = module(torch.from_numpy(x))
+    assert isinstance(out, torch.Tensor) and np.array_equal(out.numpy(), module.errors(x))
+
+
+# --- rules: envelope spectrum --------------------------------------------------------------------
+
+def _scipy_envelope_peak(x: np.ndarray, sample_rate: int) -> tuple[float, float]:
+    """The scipy.signal recipe rules.py replaced (butter + sosfilt, hilbert, welch)."""
+    from scipy.fft import next_fast_len
+    from scipy.signal import butter, hilbert, sosfilt, welch
+
+    nyquist = sample_rate / 2.0
+    lo, hi = ENVELOPE_BAND_HZ
+    if hi < 0.95 * nyquist:
+        y = sosfilt(butter(4, [lo, hi], btype="bandpass", fs=sample_rate, output="sos"), x)
+    elif lo < 0.95 * nyquist:
+        y = sosfilt(butter(4, lo, btype="highpass", fs=sample_rate, output="sos"), x)
+    else:
+        y = x
+    envelope = np.abs(hilbert(y, N=next_fast_len(y.size)))[: y.size]
+    freqs, psd = welch(envelope, fs=sample_rate, window="hann", nperseg=min(envelope.size, int(sample_rate)),
+                       detrend="linear")
+    sel = (freqs >= ENVELOPE_SEARCH_HZ[0]) & (freqs <= ENVELOPE_SEARCH_HZ[1])
+    if np.count_nonzero(sel) < 3:
+        return 0.0, 0.0
+    band, band_f = psd[sel], freqs[sel]
+    i = int(np.argmax(band))
+    if band[i] <= 0:
+        return 0.0, 0.0
+    median = max(float(np.median(band)), float(band[i]) * 10.0 ** (FLOOR_DB / 10.0))
+    return 10.0 * math.log10(float(band[i]) / median), float(band_f[i])
+
+
+def _impacts(n: int, sample_rate: int, rate_hz: float, rng: np.random.Generator) -> np.ndarray:
+    x = rng.normal(0, 0.01, n)
+    x[:: int(sample_rate / rate_hz)] += 0.5
+    return x
+
+
+@pytest.mark.parametrize("sample_rate", [8000, 16000, 22050, 44100, 48000])
+@pytest.mark.parametrize("seconds", [0.005, 0.4, 1.0, 3.3])
+def test_envelope_spectrum_matches_scipy_signal(sample_rate: int, seconds: float) -> None:
+    rng = np.random.default_rng(sample_rate + int(seconds * 10))
+    n = max(1, int(seconds * sample_rate))
+    for x in (rng.normal(0, 0.1, n), _impacts(n, sample_rate, 37.0, rng), np.zeros(n)):
+        ours, theirs = _envelope_peak(x[None, :], sample_rate)[0], _scipy_envelope_peak(x, sample_rate)
+        assert ours[1] == theirs[1]
+        assert ours[0] == pytest.approx(theirs[0], abs=1e-6)
+
+
+def test_batched_signal_stats_equal_one_by_one() -> None:
+    rng = np.random.default_rng(11)
+    clips = [rng.normal(0, 0.05, 16000).astype(np.float32), _impacts(16000, 16000, 50.0, rng).astype(np.float32),
+             rng.normal(0, 0.2, 8000).astype(np.float32), np.clip(rng.normal(0, 0.8, 16000), -1, 1).astype(np.float32)]
+    batched = signal_stats_batch(clips, 16000)
+    single = [signal_stats(c, 16000) for c in clips]
+    for b, s in zip(batched, single):
+        assert b.band_share_db == pytest.approx(s.band_share_db, abs=1e-9)
+        assert b.envelope_peak_db == pytest.approx(s.envelope_peak_db, abs=1e-9)
+        assert (b.rms_dbfs, b.peak, b.clip_fraction, b.envelope_peak_hz) == (s.rms_dbfs, s.peak, s.clip_fraction, s.envelope_peak_hz)
+
+
+# --- the cold path -------------------------------------------------------------------------------
+
+def test_grading_a_clip_imports_no_torch_sklearn_or_scipy_signal() -> None:
+    script = """
+import json, sys
+import numpy as np
+from signalcraft_core.audio import encode_wav
+from signalcraft_core.model_store import ModelStore
+from signalcraft_core.scoring import score_payloads
+from signalcraft_core.synth import synthesize_clip
+clip = synthesize_clip("pump", "bearing_fault", np.random.default_rng(0), duration_s=2.0)
+(result,) = score_payloads(ModelStore().get("pump"), [encode_wav(clip, 16000)])
+heavy = sorted(m for m in ("torch", "sklearn", "scipy.signal", "scipy.stats") if m in sys.modules)
+print(json.dumps({"status": result.status, "l1": result.level1_score, "l2": result.level2_score, "heavy": heavy}))
+"""
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["status"] == "ok" and report["l1"] is not None and report["l2"] is not None
+    assert report["heavy"] == []
