@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def _handler(event_json: str) -> dict:
@@ -48,8 +49,10 @@ def main(argv: list[str]) -> int:
     else:
         raise SystemExit(__doc__)
     done_at = time.time()
+    from procstat import peak_rss_mib
+
     print(json.dumps(out))
-    print(json.dumps({"done_at": done_at}), flush=True)
+    print(json.dumps({"done_at": done_at, "peak_rss_mib": peak_rss_mib()}), flush=True)
     return 0
 
 

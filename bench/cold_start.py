@@ -5,7 +5,7 @@ process starts: imports, runtime, model set, download, both levels, Parquet writ
 OURS (pipe): the scoring pipe on a local file (both levels, no S3, no Parquet): like for like with
 the reference, which grades a local file on Level 2 only. REFERENCE with an empty numba cache
 (NUMBA_CACHE_DIR pointed at a fresh folder) is reported on its own row. Wall time is measured from
-just before the spawn to the child's "first record" mark; peak RSS is the child's ru_maxrss; CPU is
+just before the spawn to the child's "first record" mark; peak RSS is the child's own VmHWM; CPU is
 the child's user + system time (less sensitive to other load on the machine than wall time).
 """
 
@@ -29,6 +29,7 @@ def _load() -> float:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", "--repeats", type=int, default=3)
+    parser.add_argument("--numba-repeats", type=int, default=1, help="runs with an empty numba cache (~20 CPU-s each)")
     args = parser.parse_args(argv)
 
     from signalcraft_core.sample_events import generate_event
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
             for name, (argv_, env_) in runs.items():
                 loads.append(_load())
                 rows_raw[name].append(run_child(argv_, env_))
-        for i in range(args.repeats):
+        for _ in range(args.numba_repeats):
             with tempfile.TemporaryDirectory() as numba_cache:
                 loads.append(_load())
                 rows_raw["reference_empty_numba"].append(
@@ -92,7 +93,8 @@ def main(argv: list[str] | None = None) -> dict:
         ["run", "wall s (median)", "wall ratio", "CPU s (median)", "CPU ratio", "peak RSS MiB"],
         rows,
         notes=[f"median of {args.repeats} fresh processes each, interleaved, after one untimed warm-up of each "
-               "(page cache; numba's on-disk cache for the reference).",
+               f"(page cache; numba's on-disk cache for the reference); the empty-numba-cache row: {args.numba_repeats} "
+               "run(s) with NUMBA_CACHE_DIR set to a new empty folder, so librosa's jitted functions compile.",
                "wall: from just before the spawn to the child's first-record mark (interpreter start and imports "
                "included; process teardown excluded). CPU: the child's user + system time.",
                f"1-min load average during the runs: {min(loads):.1f} to {max(loads):.1f} on {os.cpu_count()} CPUs "

@@ -36,7 +36,7 @@ if str(ROOT) not in sys.path:  # `python bench/x.py` from anywhere
 
 @dataclass(frozen=True)
 class ChildRun:
-    """One fresh process: wall time to its 'done' mark and to exit, exact peak RSS (ru_maxrss), stdout."""
+    """One fresh process: wall time to its 'done' mark and to exit, its peak RSS (VmHWM), CPU time, stdout."""
 
     to_done_s: float
     to_exit_s: float
@@ -53,10 +53,12 @@ class ChildRun:
 
 
 def run_child(args: Sequence[str], env: dict[str, str] | None = None, timeout_s: float = 600.0) -> ChildRun:
-    """Run `python args...` in a fresh process and reap it with wait4 (exact peak RSS of that process).
+    """Run `python args...` in a fresh process, reaped with wait4 for its CPU time.
 
-    The child prints a last JSON line with "done_at" (time.time() when its first record exists);
-    `to_done_s` is measured from just before the spawn, so it includes interpreter start and imports.
+    The child prints a last JSON line with "done_at" (time.time() when its first record exists) and
+    "peak_rss_mib" (its own VmHWM, bench/procstat.py; wait4's ru_maxrss would also count the parent's
+    pages shared between fork and exec). `to_done_s` is measured from just before the spawn, so it
+    includes interpreter start and imports.
     """
     full_env = {**os.environ, **(env or {})}
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
@@ -81,16 +83,10 @@ def run_child(args: Sequence[str], env: dict[str, str] | None = None, timeout_s:
         raise RuntimeError(f"child {' '.join(args)} exited {proc.returncode}:\n{stderr[-4000:]}")
     cpu = usage.ru_utime + usage.ru_stime
     run = ChildRun(0.0, t_exit - t0, usage.ru_maxrss / 1024.0, cpu, stdout, proc.returncode)
-    done_at = run.last_json().get("done_at")
-    return ChildRun((done_at - t0) if done_at else run.to_exit_s, run.to_exit_s, run.peak_rss_mib, cpu, stdout,
-                    proc.returncode)
-
-
-def peak_rss_mib() -> float:
-    """Peak RSS of this process so far (Linux ru_maxrss is in KiB)."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    report = run.last_json()
+    done_at = report.get("done_at")
+    return ChildRun((done_at - t0) if done_at else run.to_exit_s, run.to_exit_s,
+                    float(report.get("peak_rss_mib", run.peak_rss_mib)), cpu, stdout, proc.returncode)
 
 
 def median(values: Iterable[float]) -> float:

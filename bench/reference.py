@@ -8,7 +8,8 @@ exactly as the earlier app did it. Nothing from signalcraft_core is imported her
 
 As a script (the cold-start measurement runs it in a fresh process):
     python bench/reference.py CLIP.wav [CLIP.wav ...]
-prints one JSON line per clip and a last line {"done_at": <time.time()>} once the first clip is graded.
+prints one JSON line per clip and a last line {"done_at": <time.time() when the first clip was graded>,
+"peak_rss_mib": ...}.
 """
 
 from __future__ import annotations
@@ -91,7 +92,10 @@ def main(argv: list[str]) -> int:
         print(json.dumps({"path": path, **result}))
         if n == 0:
             done_at = time.time()
-    print(json.dumps({"done_at": done_at}), flush=True)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from procstat import peak_rss_mib
+
+    print(json.dumps({"done_at": done_at, "peak_rss_mib": peak_rss_mib()}), flush=True)
     return 0
 
 

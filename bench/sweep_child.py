@@ -13,6 +13,7 @@ line {"done_at": ...}. The environment carries the endpoint, credentials and OUT
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import sys
@@ -31,7 +32,8 @@ def _ours(bucket: str, prefix: str) -> dict:
     for machine in ("fan", "pump", "slider", "valve"):  # load the model sets before the clock starts
         runtime.store.get(machine)
     cpu0, t0 = time.process_time(), time.perf_counter()
-    result = fleet_sweep.handler({"bucket": bucket, "prefix": prefix, "date": "2026-01-01"})
+    day = dt.datetime.now(dt.timezone.utc).date().isoformat()  # the partition the records land in (their event time)
+    result = fleet_sweep.handler({"bucket": bucket, "prefix": prefix, "date": day})
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     return {"records": result["records"], "errors": result["errors"], "parquet_files": result["parquet_files"],
             "compacted_into": len(result.get("compaction", {}).get("written", ())), "sweep_s": elapsed, "sweep_cpu_s": cpu}
@@ -80,8 +82,10 @@ def main(argv: list[str]) -> int:
     mode, bucket, prefix = argv
     out = _ours(bucket, prefix) if mode == "ours" else _reference(bucket, prefix)
     done_at = time.time()
+    from procstat import peak_rss_mib
+
     print(json.dumps(out))
-    print(json.dumps({"done_at": done_at, **out}), flush=True)
+    print(json.dumps({"done_at": done_at, "peak_rss_mib": peak_rss_mib(), **out}), flush=True)
     return 0
 
 

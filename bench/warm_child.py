@@ -101,7 +101,9 @@ def main(argv: list[str]) -> int:
         call()
         walls.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
-    print(json.dumps({"mode": mode, "wall_s": walls, "cpu_s": cpus}), flush=True)
+    from procstat import peak_rss_mib
+
+    print(json.dumps({"mode": mode, "wall_s": walls, "cpu_s": cpus, "peak_rss_mib": peak_rss_mib()}), flush=True)
     return 0
 
 

@@ -5,6 +5,14 @@ on a strided frame view, a cached Slaney mel filterbank (same as ``librosa.filte
 norm="slaney")``), ``power_to_db``-style dB conversion, optional per-clip min-max scaling and time
 pooling. The "seed" profile reproduces the earlier SignalCraft app's features (librosa defaults,
 ``power_to_db(ref=np.max, top_db=80)``, per-clip min-max, mean over time) to within 1e-4.
+
+The "default" profile serves steady machines (fans, pumps: faults change the average spectrum) and
+impulsive ones (valves, sliders: faults change short clicks) with one vector: absolute dB (no
+per-clip scaling, so level changes count), 16 wide mel bands (n_fft 2048, hop 512) and, per band,
+four global-weighted-rank poolings over time from mean to max (GWRP decay 1, 0.9, 0.5, 0; TWFR,
+Guan et al., ICASSP 2023: r near 1 suits steady sound, r -> 0 clicks). Few wide bands keep the
+64-dim vector learnable from 10 clips; more bands mainly add noise dimensions (measured with
+`signalcraft evaluate`, see bench/results/accuracy.md).
 """
 
 from __future__ import annotations
@@ -122,17 +130,18 @@ class FeatureConfig:
 PROFILES: dict[str, FeatureConfig] = {
     # Exact parity with the earlier app (and its legacy autoencoders).
     "seed": FeatureConfig(name="seed"),
-    # First version that keeps short events; absolute dB, scaled by training statistics in the model.
+    # One profile for steady and impulsive machines (module docstring): absolute dB, 16 wide mel
+    # bands, and four time poolings from mean to max (GWRP decay 1, 0.9, 0.5, 0), as in TWFR (ICASSP 2023).
     "default": FeatureConfig(
         name="default",
-        n_fft=1024,
+        n_fft=2048,
         hop_length=512,
-        n_mels=64,
+        n_mels=16,
         power=2.0,
         db_ref="one",
         top_db=None,
         clip_scaling="none",
-        pooling=("mean", "std", "max"),
+        pooling=("mean", "gwrp:0.9", "gwrp:0.5", "max"),
     ),
 }
 

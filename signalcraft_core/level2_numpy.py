@@ -41,6 +41,8 @@ _EXPECTED_FORWARD = {
     ),
 }
 _OWN_MODULE = "__torch__.signalcraft_core.autoencoder"
+#: TorchScript renames a class compiled twice in one process with other types: `<module>.___torch_mangle_N.<class>`.
+_OWN_CLASS = re.compile(r"^__torch__\.signalcraft_core\.autoencoder(?:\.___torch_mangle_\d+)?\.(\w+)$")
 _NN = "__torch__.torch.nn.modules."
 _STORAGE_DTYPES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16}
 
@@ -108,7 +110,29 @@ def _forward_lines(code: str, class_name: str) -> tuple[str, ...]:
     forward = re.search(r"^  def forward\(.*?\) -> Tensor:\n(.*?)(?=^  def |\Z)", body, re.S | re.M)
     if not forward:
         raise UnsupportedModule(f"{class_name} has no forward(x) -> Tensor")
-    return tuple(line.strip() for line in forward.group(1).splitlines() if line.strip())
+    return _canonical(line.strip() for line in forward.group(1).splitlines() if line.strip())
+
+
+def _canonical(lines: Any) -> tuple[str, ...]:
+    """Temporaries renamed in order of appearance: the printer numbers them per file (_0 here, _2 there)."""
+    names: dict[str, str] = {}
+    rename = lambda m: names.setdefault(m.group(0), f"_t{len(names)}")  # noqa: E731
+    return tuple(re.sub(r"\b_\d+\b", rename, line) for line in lines)
+
+
+def _check_own_class(archive: zipfile.ZipFile, prefix: str, obj: Any, class_name: str) -> None:
+    """`obj` is signalcraft_core.autoencoder's `class_name` (maybe mangled) and its forward is the exported one."""
+    qualname = getattr(type(obj), "qualname", "")
+    match = _OWN_CLASS.match(qualname)
+    if not match or match.group(1) != class_name:
+        raise UnsupportedModule(f"expected {class_name}, got {qualname or type(obj).__name__}")
+    code_name = f"{prefix}code/{qualname.rsplit('.', 1)[0].replace('.', '/')}.py"
+    try:
+        code = archive.read(code_name).decode("utf-8")
+    except KeyError:
+        raise UnsupportedModule(f"no code for {qualname}") from None
+    if _forward_lines(code, class_name) != _canonical(_EXPECTED_FORWARD[class_name]):
+        raise UnsupportedModule(f"{qualname}.forward is not the exported one")
 
 
 def _layers(seq: Any) -> list[tuple[str, np.ndarray | None, np.ndarray | None]]:
@@ -180,19 +204,12 @@ def read_numpy_module(path: str | Path) -> NumpyScoringModule:
         byteorder = f"{prefix}byteorder"
         if byteorder in names and archive.read(byteorder).strip() != b"little":
             raise UnsupportedModule("big-endian tensors")
-        code_name = f"{prefix}code/{_OWN_MODULE.replace('.', '/')}.py"
-        if code_name not in names:
-            raise UnsupportedModule("no ScoringModule code")
-        code = archive.read(code_name).decode("utf-8")
-        for class_name, expected in _EXPECTED_FORWARD.items():
-            if _forward_lines(code, class_name) != expected:
-                raise UnsupportedModule(f"{class_name}.forward is not the exported one")
         root = _Unpickler(archive.read(pkl[0]), archive, prefix).load()
-    if getattr(type(root), "qualname", "") != f"{_OWN_MODULE}.ScoringModule" or root.training:
-        raise UnsupportedModule("the root is not an eval-mode ScoringModule")
-    ae = root.autoencoder
-    if getattr(type(ae), "qualname", "") != f"{_OWN_MODULE}.Autoencoder":
-        raise UnsupportedModule("ScoringModule.autoencoder is not an Autoencoder")
+        if root.training:
+            raise UnsupportedModule("the module is in training mode")
+        _check_own_class(archive, prefix, root, "ScoringModule")
+        ae = root.autoencoder
+        _check_own_class(archive, prefix, ae, "Autoencoder")
     layers = _layers(ae.encoder) + _layers(ae.decoder)
     mean = np.asarray(root.mean, dtype=np.float32).reshape(-1)
     scale = np.asarray(root.scale, dtype=np.float32).reshape(-1)

@@ -302,7 +302,7 @@ def _checked(samples: np.ndarray, sample_rate: int) -> np.ndarray:
 
 #: Working set per input sample of one stacked group (float64 clip, spectra, envelope, Welch segments).
 _BYTES_PER_SAMPLE = 96
-_MAX_GROUP_BYTES = 64 * 1024 * 1024
+_MAX_GROUP_BYTES = 32 * 1024 * 1024   # about two 10 s clips per group: runs beside the feature batches
 
 
 def signal_stats(samples: np.ndarray, sample_rate: int = 16000) -> SignalStats:

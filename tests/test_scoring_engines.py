@@ -106,6 +106,22 @@ def test_numpy_autoencoder_reads_an_imported_legacy_model(legacy_dir: Path, tmp_
     np.testing.assert_allclose(module.errors(x), _torch_errors(tmp_path / "autoencoder.pt", x), rtol=1e-5, atol=1e-8)
 
 
+def test_numpy_autoencoder_reads_renamed_classes(tmp_path: Path) -> None:
+    """TorchScript renames classes compiled twice in one process (`___torch_mangle_N`), e.g. by a training run."""
+    import zipfile
+
+    from signalcraft_core.autoencoder import Autoencoder, ScoringModule, export_torchscript
+
+    for i, dropout in enumerate((0.2, 0.1, 0.3)):  # another Dropout constant is another TorchScript type
+        module = ScoringModule(Autoencoder(8, dropout=dropout), np.zeros(8, np.float32), np.ones(8, np.float32)).eval()
+        export_torchscript(module, tmp_path / f"m{i}.pt")
+    assert any("___torch_mangle_" in n for n in zipfile.ZipFile(tmp_path / "m2.pt").namelist() if "signalcraft_core" in n)
+    numpy_module = load_numpy_module(tmp_path / "m2.pt")
+    assert isinstance(numpy_module, NumpyScoringModule)
+    x = np.random.default_rng(5).random((6, 8)).astype(np.float32)
+    np.testing.assert_allclose(numpy_module.errors(x), _torch_errors(tmp_path / "m2.pt", x), rtol=1e-5, atol=1e-7)
+
+
 def test_other_torchscript_modules_run_on_torch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
