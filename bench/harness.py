@@ -214,6 +214,13 @@ def machine_info() -> dict[str, Any]:
         info["librosa"] = librosa.__version__
     except ImportError:  # pragma: no cover
         pass
+    models = {}
+    for manifest in sorted((ROOT / "models").glob("*/manifest.json")):
+        doc = json.loads(manifest.read_text())
+        profile = doc.get("profile", {})
+        models[manifest.parent.name] = (f"{doc.get('version')} ({profile.get('name')}: n_fft {profile.get('n_fft')}, "
+                                        f"{profile.get('n_mels')} mels, {len(profile.get('pooling', []))} poolings)")
+    info["models"] = models
     return info
 
 

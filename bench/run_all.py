@@ -35,7 +35,9 @@ PRICE_PER_REQUEST = 0.20 / 1_000_000
 LAMBDA_MEMORY_MB = 2048          # template.yaml's Globals.Function.MemorySize (~1.16 vCPU)
 NIGHTLY_RECORDINGS = 1_000_000
 TARGET_WINDOW_S = 3600           # finish the nightly sweep within an hour
-BATCH_WALL_TARGET_S = 120        # one Distributed Map child: about two minutes of work
+BATCH_WALL_TARGET_S = 120        # one Distributed Map child: at most about two minutes of work
+MAX_BATCH_INPUT_BYTES = 256 * 1024  # the ItemBatcher's limit on one batch's input (MaxInputBytesPerBatch)
+LISTED_ITEM_BYTES = 250          # one s3:listObjectsV2 item (Key, ETag, Size, LastModified, StorageClass) as JSON
 
 
 def _load(name: str) -> dict:
@@ -69,7 +71,9 @@ def _capacity(sweep: dict, scaling: dict, cold: dict) -> list[str]:
     lambda_rate = 1.0 / lambda_s_per_clip
     per_invocation = int(lambda_rate * (900 - 60))  # 15 min minus the handler's 60 s deadline margin
     per_night_8h = int(lambda_rate * 8 * 3600)
-    batch = max(50, int(round(lambda_rate * BATCH_WALL_TARGET_S / 50.0)) * 50)
+    by_time = int(lambda_rate * BATCH_WALL_TARGET_S)
+    by_bytes = MAX_BATCH_INPUT_BYTES // LISTED_ITEM_BYTES
+    batch = max(50, min(by_time, by_bytes) // 50 * 50)
     needed_rate = NIGHTLY_RECORDINGS / TARGET_WINDOW_S
     concurrency = math.ceil(needed_rate / lambda_rate)
     children = math.ceil(NIGHTLY_RECORDINGS / batch)
@@ -91,8 +95,9 @@ def _capacity(sweep: dict, scaling: dict, cold: dict) -> list[str]:
         f"**{per_invocation:,} recordings per 15-minute invocation** (the sweep stops 60 s before its deadline and "
         f"returns `resume_after`) and **{per_night_8h:,} per 8-hour night** of back-to-back invocations.",
         f"- **1 million recordings a night** with the Distributed Map: ItemBatcher **MaxItemsPerBatch = {batch}** "
-        f"(about {BATCH_WALL_TARGET_S // 60} minutes per child, far from the 15-minute limit, so a retried batch is "
-        f"cheap) and **MaxConcurrency = {max(concurrency, 1)}** to finish within {TARGET_WINDOW_S // 3600} hour "
+        f"({batch / lambda_rate:.0f} s of work per child, far from the 15-minute limit, so a retried batch is cheap; "
+        f"capped by the 256 KiB batch input at ~{LISTED_ITEM_BYTES} bytes per listed object) and "
+        f"**MaxConcurrency = {max(concurrency, 1)}** to finish within {TARGET_WINDOW_S // 3600} hour "
         f"({needed_rate:.0f} clips/s needed / {lambda_rate:.0f} per function); {children:,} child invocations. "
         f"template.yaml's defaults (SweepBatchSize 200, SweepMaxConcurrency 20) finish 1 M in about "
         f"{NIGHTLY_RECORDINGS / (20 * lambda_rate) / 3600:.1f} h.",
@@ -166,7 +171,9 @@ def write_report() -> Path:
     lines += ["", "## Machine", "",
               f"{machine.get('platform')}, {machine.get('cpus')} CPUs, Python {machine.get('python')}, numpy "
               f"{machine.get('numpy')}, torch {machine.get('torch')} (reference only), librosa {machine.get('librosa')} "
-              f"(reference only). Measured {cold['measured_at']} to {scaling['measured_at']}.", ""]
+              f"(reference only). Measured {cold['measured_at']} to {scaling['measured_at']}.", "",
+              "Packaged model sets measured (models/): " + "; ".join(f"{k} {v}" for k, v in machine.get("models", {}).items())
+              + ".", ""]
     out = RESULTS_DIR / "performance.md"
     out.write_text("\n".join(lines))
     return out

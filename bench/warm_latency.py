@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "cpu_ms_median": float(np.median(cpu)), "calls": int(wall.size)}
 
     s = {name: stats(name) for name in samples}
-    pairs = {"ours_pipe": "reference", "ours_handler": "reference_event"}
+    pairs = {"ours_pipe": "reference", "ours_handler": "reference_event", "reference_event": "reference_event"}
     labels = {
         "ours_pipe": "OURS scoring pipe (local file, both levels)",
         "reference": "REFERENCE (local file, Level 2)",

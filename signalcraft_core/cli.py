@@ -269,7 +269,7 @@ def _first_line(exc: BaseException) -> str:
 def main() -> None:
     """Console-script entry point."""
     # Importing these registers their commands on `cli`.
-    from . import cli_report, cli_serverless  # noqa: F401
+    from . import cli_evaluate, cli_report, cli_serverless  # noqa: F401
 
     cli(prog_name="signalcraft")
 

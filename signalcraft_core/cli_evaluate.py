@@ -7,11 +7,12 @@ evaluation.py; this module only gathers files, draws progress and prints the tab
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import click
 
-from .cli import _command_line, cli
+from .cli import cli
 from .console import Progress, info
 
 PATH_OPTIONS = ("--normal", "--anomalous", "--train")
@@ -25,6 +26,7 @@ class _PathListCommand(click.Command):
     """
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["signalcraft.evaluate.args"] = list(args)
         expanded: list[str] = []
         current: str | None = None
         expect_value = False
@@ -138,7 +140,8 @@ def evaluate(normal: tuple[Path, ...], anomalous: tuple[Path, ...], train: tuple
             )
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
-    payload = report_json(report, _command_line())
+    args = click.get_current_context().meta.get("signalcraft.evaluate.args", [])
+    payload = report_json(report, "signalcraft evaluate " + shlex.join(args))
     if fmt == "json":
         click.echo(json.dumps(payload, indent=2))
     else:

@@ -91,6 +91,20 @@ def _dct_matrix(n_out: int, n_in: int) -> np.ndarray:
     return out
 
 
+def _frame_sign_changes(batch: np.ndarray, n_frames: int) -> np.ndarray:
+    """(n, T) sign changes between adjacent samples inside each centred frame, counted once per clip.
+
+    A running count of changes over the zero-padded clip, differenced at the frame edges: the same
+    integers as counting inside every (overlapping) frame, with a quarter of the work.
+    """
+    pad = N_FFT // 2
+    negative = np.pad(batch, ((0, 0), (pad, pad))) < -ZCR_THRESHOLD
+    running = np.zeros((batch.shape[0], negative.shape[1]), dtype=np.int64)
+    np.cumsum(negative[:, 1:] != negative[:, :-1], axis=1, out=running[:, 1:])
+    starts = np.arange(n_frames) * HOP_LENGTH
+    return running[:, starts + N_FFT - 1] - running[:, starts]
+
+
 def _mean_std(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and population std over the frame axis (axis 1)."""
     return x.mean(axis=1), x.std(axis=1)
@@ -126,8 +140,7 @@ def _batch_features(batch: np.ndarray, sample_rate: int) -> np.ndarray:
     del mag, cumulative, reached
 
     # Time-domain descriptors on the same (unwindowed) frames.
-    negative = frames < -ZCR_THRESHOLD
-    zcr = np.count_nonzero(negative[..., 1:] != negative[..., :-1], axis=-1) / N_FFT
+    zcr = _frame_sign_changes(batch, frames.shape[1]) / N_FFT
     frame_ms = np.einsum("ntk,ntk->nt", frames, frames, dtype=np.float64) / N_FFT
     rms_db = 10.0 * np.log10(np.maximum(frame_ms, _AMIN))
 

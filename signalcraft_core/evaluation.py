@@ -318,20 +318,24 @@ def evaluate_signals(
     profile = get_profile(options.training.profile)
     if not anomalous:
         raise ValueError("evaluation needs at least one anomalous clip")
-    fit_pool = len(train) if train is not None else len(normal) - math.ceil(len(normal) / max(2, min(options.folds, len(normal))))
-    if train is None and len(normal) < 2:
-        raise ValueError(f"k-fold evaluation needs at least 2 normal clips, got {len(normal)}")
-    if train is not None and not normal:
-        raise ValueError("evaluation needs at least one normal test clip")
+    if len(normal) < (1 if train is not None else 2):
+        raise ValueError(f"evaluation needs more normal test clips, got {len(normal)}")
+    # The smallest training set: a k-fold split holds out at most ceil(n / k) clips.
+    fit_pool = len(train) if train is not None else len(normal) - math.ceil(len(normal) / min(options.folds, len(normal)))
     if fit_pool < MIN_TRAINING_CLIPS:
         raise ValueError(
             f"each model would train on {fit_pool} normal clips; training needs at least {MIN_TRAINING_CLIPS}"
             + ("" if train is not None else " (use more normal clips or fewer folds)")
         )
     t0 = time.perf_counter()
-    feats_normal = featurise(normal, profile, sample_rate)
-    feats_anomalous = featurise(anomalous, profile, sample_rate)
-    feats_train = featurise(train, profile, sample_rate) if train is not None else None
+    groups = [normal, anomalous] + ([train] if train is not None else [])
+    feats: list[Featurised] = []
+    for k, group in enumerate(groups):
+        feats.append(featurise(group, profile, sample_rate))
+        if progress:
+            progress("featurise", k + 1, len(groups))
+    feats_normal, feats_anomalous = feats[0], feats[1]
+    feats_train = feats[2] if train is not None else None
     t1 = time.perf_counter()
     results = evaluate_featurised(feats_normal, feats_anomalous, options, profile.n_mels, feats_train, progress)
     t2 = time.perf_counter()

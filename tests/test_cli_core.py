@@ -135,7 +135,7 @@ def test_train_usage_errors(tmp_path):
     result = run("train", tmp_path, "--out", tmp_path / "m", "-m", "pump", "--warning-rate", "0.001", "--critical-rate", "0.01")
     assert result.exit_code == 2 and "--critical-rate" in result.output
     result = run("train", tmp_path, "--out", tmp_path / "m", "-m", "pump", "-q")  # one clip only
-    assert result.exit_code == 1 and "at least 3" in result.output and isinstance(result.exception, SystemExit)
+    assert result.exit_code == 1 and "at least 5" in result.output and isinstance(result.exception, SystemExit)
     (tmp_path / "empty").mkdir()
     result = run("train", tmp_path / "empty", "--out", tmp_path / "m", "-m", "pump")
     assert result.exit_code == 1 and "no normal .wav files" in result.output

@@ -122,9 +122,11 @@ def test_files_hash_names_the_training_files(twice, tmp_path):
     assert reordered == trained["training"]["files_sha256"] != other
 
 
-def test_training_needs_three_clips(tmp_path):
-    with pytest.raises(ValueError, match="at least 3"):
-        train_model_set(signals(2), tmp_path, OPTIONS)
+def test_training_needs_enough_clips_for_out_of_fold_calibration(tmp_path):
+    from signalcraft_core.training import MIN_TRAINING_CLIPS
+
+    with pytest.raises(ValueError, match=f"at least {MIN_TRAINING_CLIPS}"):
+        train_model_set(signals(MIN_TRAINING_CLIPS - 1), tmp_path, OPTIONS)
 
 
 def test_fold_indices_partition_the_clips():
