@@ -22,3 +22,10 @@ def test_readme_names_the_two_commands_and_ci_runs_the_test_one() -> None:
     assert "make demo" in text and "make test" in text
     ci = (README.parent / ".ci" / "run").read_text()
     assert "make test" in ci
+
+
+def test_accuracy_table_is_the_bench_output() -> None:
+    text = README.read_text()
+    start, end = text.index("<!-- accuracy:start -->"), text.index("<!-- accuracy:end -->")
+    generated = (README.parent / "bench" / "results" / "accuracy.md").read_text().strip()
+    assert text[start:end].split("\n", 1)[1].strip() == generated
