@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from faultproxy import Fault, FaultProxy
+from handler_env import configure_handlers
 from handlers import fleet_sweep, score_upload, sweep_batch
 from signalcraft_core import runtime
 from signalcraft_core.audio import encode_wav
@@ -76,13 +77,7 @@ def stack(s3_server, make_bucket, monkeypatch):
     s3 = s3_client(endpoint_url=s3_server.endpoint_url)
     recordings, grades = make_bucket(), make_bucket()
     with FaultProxy(s3_server.endpoint_url, seed=6) as proxy:
-        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
-        monkeypatch.setenv("OUTPUT_BUCKET", grades)
-        monkeypatch.setenv("LOG_LEVEL", "CRITICAL")
-        for name in ("MODEL_URI", "MODEL_PREFERENCE", "MAX_OBJECT_BYTES", "BATCH_SIZE", "KEY_PATTERN",
-                     "OUTPUT_PREFIX", "SUFFIXES"):
-            monkeypatch.delenv(name, raising=False)
-        runtime.reset()
+        configure_handlers(monkeypatch, proxy.url, grades, log_level="CRITICAL")
         try:
             yield Stack(s3, proxy, recordings, grades, {})
         finally:

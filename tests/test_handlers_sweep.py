@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from handler_env import configure_handlers
 from handlers import fleet_sweep, score_upload, sweep_batch
 from signalcraft_core import runtime
 from signalcraft_core.audio import encode_wav
@@ -53,14 +54,7 @@ class Env:
 @pytest.fixture
 def env(s3_server, s3, make_bucket, monkeypatch):
     recordings, grades = make_bucket(), make_bucket()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint_url)
-    monkeypatch.setenv("OUTPUT_BUCKET", grades)
-    monkeypatch.setenv("OUTPUT_PREFIX", "grades/")
-    monkeypatch.setenv("LOG_LEVEL", "WARNING")
-    for name in ("MODEL_URI", "MODEL_PREFERENCE", "MAX_OBJECT_BYTES", "BATCH_SIZE", "KEY_PATTERN",
-                 "SWEEP_BUCKET", "SWEEP_PREFIX"):
-        monkeypatch.delenv(name, raising=False)
-    runtime.reset()
+    configure_handlers(monkeypatch, s3_server.endpoint_url, grades)
     yield Env(s3, recordings, grades)
     runtime.reset()
 

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from handler_env import CallLog, configure_handlers
 from handlers import score_upload
 from signalcraft_core import runtime
 from signalcraft_core.audio import encode_wav
@@ -65,32 +66,9 @@ class Env:
 def env(s3_server, s3, make_bucket, monkeypatch):
     """Handler environment as template.yaml sets it, pointed at the embedded server; a cold start."""
     recordings, grades = make_bucket(), make_bucket()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint_url)
-    monkeypatch.setenv("OUTPUT_BUCKET", grades)
-    monkeypatch.setenv("OUTPUT_PREFIX", "grades/")
-    monkeypatch.setenv("LOG_LEVEL", "WARNING")
-    for name in ("MODEL_URI", "MODEL_PREFERENCE", "MAX_OBJECT_BYTES", "BATCH_SIZE", "KEY_PATTERN"):
-        monkeypatch.delenv(name, raising=False)
-    runtime.reset()
+    configure_handlers(monkeypatch, s3_server.endpoint_url, grades)
     yield Env(s3, recordings, grades)
     runtime.reset()
-
-
-class CallLog:
-    """S3 operations a client sends (a botocore event hook; nothing is patched)."""
-
-    def __init__(self, client):
-        self.client, self.operations = client, []
-
-    def __call__(self, model, **_):
-        self.operations.append(model.name)
-
-    def __enter__(self):
-        self.client.meta.events.register("before-call.s3", self)
-        return self
-
-    def __exit__(self, *exc):
-        self.client.meta.events.unregister("before-call.s3", self)
 
 
 def sqs_message(message_id: str, body: object) -> dict:

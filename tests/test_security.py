@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from faultproxy import Fault, FaultProxy
+from handler_env import configure_handlers
 from handlers import fleet_sweep, score_upload, sweep_batch
 from signalcraft_core import runtime
 from signalcraft_core.audio import encode_wav
@@ -130,13 +131,8 @@ def sec(s3_server, make_bucket, monkeypatch, tmp_path):
     with FaultProxy(s3_server.endpoint_url) as proxy:
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
-        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)  # a new endpoint: a new client with these credentials
-        monkeypatch.setenv("OUTPUT_BUCKET", grades)
-        monkeypatch.setenv("LOG_LEVEL", "INFO")
-        for name in ("MODEL_URI", "MODEL_PREFERENCE", "MAX_OBJECT_BYTES", "BATCH_SIZE", "KEY_PATTERN",
-                     "OUTPUT_PREFIX", "SUFFIXES"):
-            monkeypatch.delenv(name, raising=False)
-        runtime.reset()
+        # A new endpoint means a new client built with these credentials.
+        configure_handlers(monkeypatch, proxy.url, grades, log_level="INFO")
         try:
             yield Sec(s3, proxy, recordings, grades, models, tmp_path / "cache", {})
         finally:

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from handler_env import CallLog
 
 from signalcraft_core.errors import ErrorCode, StorageError
 from signalcraft_core.records import GradeRecord, record_id, records_to_table, table_to_records
@@ -25,24 +26,6 @@ from signalcraft_core.storage import (
 )
 
 DAY = datetime(2024, 5, 6, 8, 0, tzinfo=timezone.utc)
-
-
-class CallLog:
-    """Records the S3 operations a client sends (observing botocore events; nothing is patched)."""
-
-    def __init__(self, client):
-        self.client = client
-        self.operations: list[str] = []
-
-    def __call__(self, model, **_):
-        self.operations.append(model.name)
-
-    def __enter__(self):
-        self.client.meta.events.register("before-call.s3", self)
-        return self
-
-    def __exit__(self, *exc):
-        self.client.meta.events.unregister("before-call.s3", self)
 
 
 def grade(i: int, machine_type: str | None = "pump", day: datetime = DAY, model: str = "v1", **kw) -> GradeRecord:

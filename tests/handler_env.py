@@ -1,0 +1,40 @@
+"""Test helpers shared by the handler tests: the handlers' environment, and an S3 call log."""
+
+from __future__ import annotations
+
+from signalcraft_core import runtime
+
+#: Every variable the handlers read that a test may have set; cleared before each configuration.
+HANDLER_VARIABLES = (
+    "MODEL_URI", "MODEL_PREFERENCE", "MAX_OBJECT_BYTES", "BATCH_SIZE", "KEY_PATTERN",
+    "OUTPUT_PREFIX", "SUFFIXES", "SWEEP_BUCKET", "SWEEP_PREFIX",
+)
+
+
+def configure_handlers(monkeypatch, endpoint_url: str, output_bucket: str, log_level: str = "WARNING") -> None:
+    """The environment template.yaml gives the functions, pointed at a loopback endpoint; next call is a cold start."""
+    for name in HANDLER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint_url)
+    monkeypatch.setenv("OUTPUT_BUCKET", output_bucket)
+    monkeypatch.setenv("OUTPUT_PREFIX", "grades/")
+    monkeypatch.setenv("LOG_LEVEL", log_level)
+    runtime.reset()
+
+
+class CallLog:
+    """The S3 operations a client sends (a botocore event hook: observed, nothing is patched)."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+        self.operations: list[str] = []
+
+    def __call__(self, model, **_) -> None:
+        self.operations.append(model.name)
+
+    def __enter__(self) -> "CallLog":
+        self.client.meta.events.register("before-call.s3", self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.client.meta.events.unregister("before-call.s3", self)
