@@ -29,3 +29,11 @@ def test_accuracy_table_is_the_bench_output() -> None:
     start, end = text.index("<!-- accuracy:start -->"), text.index("<!-- accuracy:end -->")
     generated = (README.parent / "bench" / "results" / "accuracy.md").read_text().strip()
     assert text[start:end].split("\n", 1)[1].strip() == generated
+
+
+def test_performance_targets_are_the_bench_output() -> None:
+    text = README.read_text()
+    start, end = text.index("<!-- performance:start -->"), text.index("<!-- performance:end -->")
+    perf = (README.parent / "bench" / "results" / "performance.md").read_text()
+    targets = perf[perf.index("## Targets"):perf.index("## Cold start")].split("\n", 1)[1].strip()
+    assert text[start:end].split("\n", 1)[1].strip() == targets
