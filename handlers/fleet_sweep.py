@@ -38,6 +38,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     files = 0
     resume_after = None
     start_after = event.get("start_after")
+    on_progress = getattr(context, "on_progress", None)  # set by `signalcraft sweep`; Lambda has none
 
     def flush() -> None:
         nonlocal files, summary
@@ -45,6 +46,8 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         files += len(sink.write(records))  # one file per partition the batch touches
         summary = merge_summaries(summary, summarise(records))
         batch.clear()
+        if on_progress is not None:
+            on_progress(summary["records"])
 
     listing = list_keys(runtime.client, request.bucket, request.prefix, runtime.config.suffixes,
                         start_after=start_after or None)

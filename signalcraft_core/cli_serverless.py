@@ -14,12 +14,12 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import click
 
 from .cli import cli
-from .console import info
+from .console import Progress, info
 
 DEFAULT_RECORDINGS_BUCKET = "signalcraft-recordings"
 DEFAULT_GRADES_BUCKET = "signalcraft-grades"
@@ -28,9 +28,11 @@ DEFAULT_GRADES_BUCKET = "signalcraft-grades"
 class LocalContext:
     """The bits of the Lambda context object our handlers read."""
 
-    def __init__(self, function_name: str = "local", timeout_s: int = 900) -> None:
+    def __init__(self, function_name: str = "local", timeout_s: int = 900,
+                 on_progress: Callable[[int], None] | None = None) -> None:
         self.aws_request_id = str(uuid.uuid4())
         self.function_name = function_name
+        self.on_progress = on_progress  # not a Lambda attribute: local runs report progress through it
         self._deadline = time.monotonic() + timeout_s
 
     def get_remaining_time_in_millis(self) -> int:
@@ -218,8 +220,9 @@ def _output_options(f):
 @click.option("--bucket", required=True, help="Recordings bucket to sweep.")
 @click.option("--prefix", default="", help="Key prefix to sweep.")
 @click.option("--date", help="Day whose per-upload grade files are compacted (default: today, UTC).")
+@click.option("--quiet", "-q", is_flag=True)
 @_output_options
-def sweep(bucket: str, prefix: str, date: str | None, endpoint_url: str | None, output_bucket: str,
+def sweep(bucket: str, prefix: str, date: str | None, quiet: bool, endpoint_url: str | None, output_bucket: str,
           output_prefix: str, models: str | None, level: str | None) -> None:
     """Re-grade every recording under a prefix (the nightly sweep, run here).
 
@@ -229,9 +232,17 @@ def sweep(bucket: str, prefix: str, date: str | None, endpoint_url: str | None, 
     """
     from handlers.fleet_sweep import handler
 
-    with handler_environment(_function_env(output_bucket, output_prefix, models, level), endpoint_url):
-        result = _run("sweep", handler, {"bucket": bucket, "prefix": prefix, "date": date},
-                      LocalContext("FleetSweepFunction"))
+    from .runtime import get_runtime
+    from .storage import list_keys
+
+    with handler_environment(_function_env(output_bucket, output_prefix, models, level), endpoint_url), \
+            Progress(quiet) as progress:
+        total = 0
+        if progress.enabled:  # one extra listing, only to size the bar on a terminal
+            runtime = get_runtime()
+            total = sum(1 for _ in list_keys(runtime.client, bucket, prefix, runtime.config.suffixes))
+        context = LocalContext("FleetSweepFunction", on_progress=lambda done: progress("sweep", done, total))
+        result = _run("sweep", handler, {"bucket": bucket, "prefix": prefix, "date": date}, context)
     click.echo(json.dumps(result, indent=2, default=str))
 
 
