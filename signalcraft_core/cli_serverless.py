@@ -295,7 +295,7 @@ def minio_listener(port: int, host: str, endpoint_url: str | None, output_bucket
     """Receive MinIO bucket notifications (webhook target) and run the upload handler on each.
 
     \b
-    Set-up (see infra/minio/):
+    Example (set-up in infra/minio/):
       mc admin config set local notify_webhook:signalcraft endpoint=http://127.0.0.1:8765/
       mc event add local/signalcraft-recordings arn:minio:sqs::signalcraft:webhook --event put --suffix .wav
       signalcraft local minio-listener --port 8765 --endpoint-url http://localhost:9000
