@@ -206,7 +206,3 @@ def merge_summaries(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         for k, v in b.get(part, {}).items():
             out[part][k] = out[part].get(k, 0) + v
     return out
-
-
-def with_source(ref: ObjectRef, source: str) -> ObjectRef:
-    return replace(ref, source=source)

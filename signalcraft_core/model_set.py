@@ -5,7 +5,7 @@ Loading verifies every artifact's SHA-256 against the manifest before deserialis
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,6 @@ class ModelSet:
     level1_pipeline: Any = None
     level1_calibration: Calibration | None = None
     rules: Any = None
-    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -42,7 +42,6 @@ class ClipScore:
     channels_in: int | None = None
     error_code: str | None = None
     error_message: str | None = None
-    extras: dict = field(default_factory=dict, compare=False)
 
     @classmethod
     def failure(cls, code: ErrorCode | str, message: str, audio: Audio | None = None) -> "ClipScore":
