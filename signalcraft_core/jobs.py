@@ -38,7 +38,7 @@ class JobConfig:
     preference: str = "hybrid"
     suffixes: tuple[str, ...] = (".wav",)
     max_bytes: int = 256 * 1024 * 1024
-    batch_size: int = 32
+    batch_size: int = 16  # clips scored together: batching gains level off, memory keeps growing
     io_threads: int = 8
     model_check_seconds: float = 300.0
     key_pattern: str | None = None
