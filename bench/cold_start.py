@@ -17,7 +17,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from harness import LoopbackS3, RECORDINGS, median, ratio, run_child, synth_wavs, write_result
+from harness import LoopbackS3, median, ratio, run_child, synth_wavs, write_result
 
 NAME = "cold_start"
 
@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("-n", "--repeats", type=int, default=3)
     parser.add_argument("--numba-repeats", type=int, default=1, help="runs with an empty numba cache (~20 CPU-s each)")
     args = parser.parse_args(argv)
-
-    from signalcraft_core.sample_events import generate_event
+    if args.repeats < 1 or args.numba_repeats < 1:
+        parser.error("--repeats and --numba-repeats need at least 1 run each (every row is a median)")
 
     pump = next(data for machine, data in synth_wavs(4) if machine == "pump")
     rows_raw: dict[str, list] = {"ours_handler": [], "ours_pipe": [], "reference": [], "reference_empty_numba": []}
@@ -40,10 +40,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp, LoopbackS3() as s3:
         path = Path(tmp) / "pump-10s.wav"
         path.write_bytes(pump)
-        key = "site-a/pump/id_00/cold-start.wav"
-        s3.client.put_object(Bucket=RECORDINGS, Key=key, Body=pump)
-        head = s3.client.head_object(Bucket=RECORDINGS, Key=key)
-        event = generate_event("s3-put", RECORDINGS, key, size=head["ContentLength"], etag=head["ETag"].strip('"'))
+        event = s3.put_event("site-a/pump/id_00/cold-start.wav", pump)
         env = s3.env(SIGNALCRAFT_CACHE_DIR=str(Path(tmp) / "model-cache"))
         runs = {
             "ours_handler": (["bench/cold_child.py", "handler", json.dumps(event)], env),

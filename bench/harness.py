@@ -168,6 +168,14 @@ class LoopbackS3:
         return {**self.credentials, "AWS_ENDPOINT_URL": self.endpoint_url, "OUTPUT_BUCKET": GRADES,
                 "OUTPUT_PREFIX": "grades/", "LOG_LEVEL": "WARNING", **extra}
 
+    def put_event(self, key: str, data: bytes) -> dict[str, Any]:
+        """Upload one clip to the recordings bucket; the S3 put event Lambda would get for it."""
+        from signalcraft_core.sample_events import generate_event
+
+        self.client.put_object(Bucket=RECORDINGS, Key=key, Body=data)
+        head = self.client.head_object(Bucket=RECORDINGS, Key=key)
+        return generate_event("s3-put", RECORDINGS, key, size=head["ContentLength"], etag=head["ETag"].strip('"'))
+
     def upload(self, items: Sequence[tuple[str, bytes]], bucket: str = RECORDINGS, threads: int = 8) -> None:
         from concurrent.futures import ThreadPoolExecutor
 

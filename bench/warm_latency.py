@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import RECORDINGS, LoopbackS3, ratio, run_child, synth_wavs, write_result
+from harness import LoopbackS3, ratio, run_child, synth_wavs, write_result
 
 NAME = "warm_latency"
 
@@ -30,18 +30,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("-r", "--rounds", type=int, default=2)
     args = parser.parse_args(argv)
 
-    from signalcraft_core.sample_events import generate_event
-
     pump = next(data for machine, data in synth_wavs(4) if machine == "pump")
     samples: dict[str, dict[str, list[float]]] = {}
     loads = []
     with tempfile.TemporaryDirectory() as tmp, LoopbackS3() as s3:
         path = Path(tmp) / "pump-10s.wav"
         path.write_bytes(pump)
-        key = "site-a/pump/id_00/warm.wav"
-        s3.client.put_object(Bucket=RECORDINGS, Key=key, Body=pump)
-        head = s3.client.head_object(Bucket=RECORDINGS, Key=key)
-        event = json.dumps(generate_event("s3-put", RECORDINGS, key, size=head["ContentLength"], etag=head["ETag"].strip('"')))
+        event = json.dumps(s3.put_event("site-a/pump/id_00/warm.wav", pump))
         env = s3.env(SIGNALCRAFT_CACHE_DIR=str(Path(tmp) / "model-cache"))
         single = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         runs = {
