@@ -423,13 +423,20 @@ def _schedule(rng: np.random.Generator, g: _Grid, period: float, dur: float,
 # --------------------------------------------------------------------------- machine bodies
 
 
+def _running_shaft(rng: np.random.Generator, g: _Grid, p: MachineProfile, clog: bool,
+                   slowdown: tuple[float, float], jitter: float, rate_hz: float) -> tuple[float, np.ndarray]:
+    """This clip's shaft rate (a clog slows it by `slowdown` and makes it unsteady) and its phase."""
+    f0 = p.shaft_hz * (1.0 + rng.normal(0.0, 0.008))
+    if clog:
+        f0 *= 1.0 - rng.uniform(*slowdown)
+    return f0, _shaft_phase(rng, g, f0, 0.012 if clog else jitter, rate_hz)
+
+
 def _pump(rng: np.random.Generator, g: _Grid, p: MachineProfile, anomaly: str | None) -> _Body:
     """Motor harmonics of the shaft rate, impeller vane pass, mains hum and flow noise."""
     clog = anomaly == "clogging"
-    f0 = p.shaft_hz * (1.0 + rng.normal(0.0, 0.008))
-    if clog:  # restricted flow: the shaft slows and surges
-        f0 *= 1.0 - rng.uniform(0.06, 0.12)
-    phase = _shaft_phase(rng, g, f0, 0.012 if clog else 0.004, 0.5)
+    # Restricted flow: the shaft slows and surges.
+    f0, phase = _running_shaft(rng, g, p, clog, slowdown=(0.06, 0.12), jitter=0.004, rate_hz=0.5)
     tonal = _unit(_harmonics(rng, phase, _vary(rng, p.harmonic_amps, 1.0)))
     vanes = _unit(_harmonics(rng, phase, (1.0, 0.4), p.blades))
     hum = _tone(g, 100, rng) * np.float32(np.sqrt(2))
@@ -446,10 +453,8 @@ def _pump(rng: np.random.Generator, g: _Grid, p: MachineProfile, anomaly: str | 
 def _fan(rng: np.random.Generator, g: _Grid, p: MachineProfile, anomaly: str | None) -> _Body:
     """Blade-pass tone over broadband aerodynamic noise, with speed jitter."""
     clog = anomaly == "clogging"
-    f0 = p.shaft_hz * (1.0 + rng.normal(0.0, 0.008))
-    if clog:  # blocked intake: lower speed and air flow
-        f0 *= 1.0 - rng.uniform(0.05, 0.1)
-    phase = _shaft_phase(rng, g, f0, 0.012 if clog else 0.005, 0.8)
+    # Blocked intake: lower speed and air flow.
+    f0, phase = _running_shaft(rng, g, p, clog, slowdown=(0.05, 0.1), jitter=0.005, rate_hz=0.8)
     bpf = _unit(_harmonics(rng, phase, _vary(rng, p.harmonic_amps, 1.0), p.blades))
     bpf *= 1.0 + _slow(rng, g, 2.0, 0.12)  # turbulence modulates the tone
     shaft = _unit(_harmonics(rng, phase, (1.0, 0.5)))
