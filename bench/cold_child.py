@@ -28,9 +28,9 @@ def _handler(event_json: str) -> dict:
 
 
 def _score(path: str, machine_type: str | None) -> dict:
-    from signalcraft_core.audio import read_wav
-    from signalcraft_core.model_store import ModelStore
-    from signalcraft_core.scoring import score_audio
+    from signalcraft_core.io.audio import read_wav
+    from signalcraft_core.models.model_store import ModelStore
+    from signalcraft_core.pipeline.score import score_audio
 
     store = ModelStore()
     model_set = store.for_path(path, machine_type)

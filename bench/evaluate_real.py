@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: {DATA} is absent (real recordings are not in this checkout)")
         return 0
 
-    from signalcraft_core.evaluation import EvaluationOptions, evaluate_signals
-    from signalcraft_core.training import TrainingOptions, find_wavs, load_signals
+    from signalcraft_core.analysis.evaluation import EvaluationOptions, evaluate_signals
+    from signalcraft_core.training.fit import TrainingOptions, find_wavs, load_signals
 
     header = ["dataset", "profile", "level", "AUC", "pAUC (0.1)", "WARN normal %", "CRIT normal %",
               "WARN anomalous %", "CRIT anomalous %"]

@@ -109,8 +109,8 @@ def synth_wavs(n_distinct: int = 8, duration_s: float = 10.0, seed: int = 0) -> 
     """A few distinct synthetic clips (machine type, 16-bit WAV bytes), normal and abnormal mixed."""
     import numpy as np
 
-    from signalcraft_core.audio import encode_wav
-    from signalcraft_core.synth import ANOMALY_KINDS, synthesize_clip
+    from signalcraft_core.io.audio import encode_wav
+    from signalcraft_core.local.synth import ANOMALY_KINDS, synthesize_clip
 
     rng = np.random.default_rng(seed)
     out = []
@@ -144,7 +144,10 @@ class LoopbackS3:
     """The project's embedded S3 server (moto, real HTTP on 127.0.0.1) with the two bench buckets."""
 
     def __init__(self) -> None:
-        from signalcraft_core.s3server import local_credentials_env, start_s3_server
+        from signalcraft_core.local.s3server import (
+            local_credentials_env,
+            start_s3_server,
+        )
 
         self.credentials = local_credentials_env()
         os.environ.update(self.credentials)
@@ -170,7 +173,7 @@ class LoopbackS3:
 
     def put_event(self, key: str, data: bytes) -> dict[str, Any]:
         """Upload one clip to the recordings bucket; the S3 put event Lambda would get for it."""
-        from signalcraft_core.sample_events import generate_event
+        from signalcraft_core.local.sample_events import generate_event
 
         self.client.put_object(Bucket=RECORDINGS, Key=key, Body=data)
         head = self.client.head_object(Bucket=RECORDINGS, Key=key)

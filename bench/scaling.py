@@ -12,7 +12,16 @@ import argparse
 import os
 import resource
 
-from harness import GRADES, RECORDINGS, LoopbackS3, fleet_keys, ratio, run_child, synth_wavs, write_result
+from harness import (
+    GRADES,
+    RECORDINGS,
+    LoopbackS3,
+    fleet_keys,
+    ratio,
+    run_child,
+    synth_wavs,
+    write_result,
+)
 
 NAME = "scaling"
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def _ours(bucket: str, prefix: str) -> dict:
     from handlers import fleet_sweep
-    from signalcraft_core.runtime import get_runtime
+    from signalcraft_core.pipeline.runtime import get_runtime
 
     runtime = get_runtime()
     for machine in ("fan", "pump", "slider", "valve"):  # load the model sets before the clock starts
@@ -47,9 +47,8 @@ def _reference(bucket: str, prefix: str) -> dict:
     import boto3
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from botocore.config import Config
-
     import reference
+    from botocore.config import Config
 
     client = boto3.session.Session().client(
         "s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"],

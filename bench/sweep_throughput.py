@@ -14,7 +14,17 @@ from __future__ import annotations
 import argparse
 import os
 
-from harness import GRADES, RECORDINGS, LoopbackS3, fleet_keys, median, ratio, run_child, synth_wavs, write_result
+from harness import (
+    GRADES,
+    RECORDINGS,
+    LoopbackS3,
+    fleet_keys,
+    median,
+    ratio,
+    run_child,
+    synth_wavs,
+    write_result,
+)
 
 NAME = "sweep_throughput"
 PREFIX = "site-a/"

@@ -1,7 +1,7 @@
 """The process a warm-latency measurement spawns: warm up, then grade the same clip many times, one at a time.
 
     python bench/warm_child.py MODE N_WARMUP N_TIMED ARG
-    MODE ours-pipe       ARG = local WAV: read + decode + both levels (signalcraft_core.scoring)
+    MODE ours-pipe       ARG = local WAV: read + decode + both levels (signalcraft_core.pipeline.score)
     MODE reference       ARG = local WAV: bench/reference.py score_file (librosa + torch, Level 2)
     MODE ours-handler    ARG = S3 event JSON: handlers.score_upload.handler (download, grade, Parquet PUT)
     MODE reference-event ARG = S3 event JSON: download to a file, reference score, one Parquet PUT
@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def _ours_pipe(path: str):
-    from signalcraft_core.model_store import ModelStore
-    from signalcraft_core.scoring import score_payloads
+    from signalcraft_core.models.model_store import ModelStore
+    from signalcraft_core.pipeline.score import score_payloads
 
     model_set = ModelStore().for_path(path, "pump")
     data_path = Path(path)
@@ -62,9 +62,8 @@ def _reference_event(event_json: str):
     import boto3
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from botocore.config import Config
-
     import reference
+    from botocore.config import Config
 
     record = json.loads(event_json)["Records"][0]["s3"]
     bucket, key = record["bucket"]["name"], record["object"]["key"].replace("+", " ")

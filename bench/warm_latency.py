@@ -17,7 +17,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
 from harness import LoopbackS3, ratio, run_child, synth_wavs, write_result
 
 NAME = "warm_latency"

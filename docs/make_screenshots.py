@@ -16,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from signalcraft_core.audio import Audio, encode_wav, read_wav
-from signalcraft_core.explain import explain_audio, render_png
-from signalcraft_core.model_store import ModelStore
-from signalcraft_core.records import GradeRecord, record_id
-from signalcraft_core.report import render_html, summarize
-from signalcraft_core.scoring import score_audio
-from signalcraft_core.storage import LocalGradeSink, read_grades
-from signalcraft_core.synth import ANOMALY_KINDS, SAMPLE_RATE, synthesize_clip
+from signalcraft_core.analysis.explain import explain_audio, render_png
+from signalcraft_core.analysis.report import render_html, summarize
+from signalcraft_core.io.audio import Audio, encode_wav, read_wav
+from signalcraft_core.local.synth import ANOMALY_KINDS, SAMPLE_RATE, synthesize_clip
+from signalcraft_core.models.model_store import ModelStore
+from signalcraft_core.pipeline.records import GradeRecord, record_id
+from signalcraft_core.pipeline.score import score_audio
+from signalcraft_core.pipeline.sinks import LocalGradeSink, read_grades
 
 DOCS = Path(__file__).resolve().parent
 FLEET = {"pump": ("id_00", "id_02"), "fan": ("id_00", "id_02"), "valve": ("id_00",)}

@@ -14,11 +14,16 @@ import os
 from dataclasses import asdict
 from typing import Any
 
-from signalcraft_core.events import ObjectRef, parse_sweep_event
-from signalcraft_core.jobs import grade_objects, merge_summaries, refusal, summarise
+from signalcraft_core.io.events import ObjectRef, parse_sweep_event
+from signalcraft_core.io.objects import list_keys
 from signalcraft_core.logs import request_id
-from signalcraft_core.runtime import get_runtime
-from signalcraft_core.storage import list_keys
+from signalcraft_core.pipeline.grade import (
+    grade_objects,
+    merge_summaries,
+    refusal,
+    summarise,
+)
+from signalcraft_core.pipeline.runtime import get_runtime
 
 #: Stop taking new batches when less than this is left of the invocation.
 DEADLINE_MARGIN_MS = 60_000

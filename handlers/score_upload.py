@@ -11,10 +11,16 @@ import logging
 from typing import Any
 
 from signalcraft_core.errors import ErrorCode, ModelError, StorageError
-from signalcraft_core.events import parse_event
-from signalcraft_core.jobs import TRANSIENT_CODES, grade_objects, merge_summaries, refusal, summarise
+from signalcraft_core.io.events import parse_event
 from signalcraft_core.logs import request_id
-from signalcraft_core.runtime import get_runtime
+from signalcraft_core.pipeline.grade import (
+    TRANSIENT_CODES,
+    grade_objects,
+    merge_summaries,
+    refusal,
+    summarise,
+)
+from signalcraft_core.pipeline.runtime import get_runtime
 
 log = logging.getLogger("handlers.score_upload")
 

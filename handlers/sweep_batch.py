@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from signalcraft_core.events import parse_map_batch
-from signalcraft_core.jobs import grade_objects, refusal, summarise
+from signalcraft_core.io.events import parse_map_batch
 from signalcraft_core.logs import request_id
-from signalcraft_core.runtime import get_runtime
+from signalcraft_core.pipeline.grade import grade_objects, refusal, summarise
+from signalcraft_core.pipeline.runtime import get_runtime
 
 
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:

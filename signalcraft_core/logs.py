@@ -10,6 +10,7 @@ import contextvars
 import json
 import logging
 import os
+import re
 import sys
 import time
 
@@ -42,3 +43,15 @@ def configure(level: str | None = None, stream=None) -> None:
             logger.addHandler(handler)
         logger.setLevel((level or os.environ.get("LOG_LEVEL") or "INFO").upper())
         logger.propagate = False
+
+
+_URL_QUERY = re.compile(r"(https?://[^\s?\"']*)\?[^\s\"']*")
+_SECRETS = re.compile(r"(AKIA|ASIA)[A-Z0-9]{12,}|(?i:(signature|credential|token|secret)[=:]\s*)\S+")
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """First line, URL query strings and credential-looking tokens removed, bounded length."""
+    text = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+    text = _URL_QUERY.sub(r"\1", text)
+    text = _SECRETS.sub("[redacted]", text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

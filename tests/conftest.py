@@ -35,7 +35,7 @@ def s3_server():
     """One embedded S3-compatible server for the session, with dummy credentials (real ones are kept)."""
     import os
 
-    from signalcraft_core.s3server import local_credentials_env, start_s3_server
+    from signalcraft_core.local.s3server import local_credentials_env, start_s3_server
 
     for name, value in local_credentials_env().items():
         os.environ.setdefault(name, value)
@@ -49,7 +49,7 @@ def s3_server():
 @pytest.fixture
 def s3(s3_server):
     """A boto3 S3 client pointed at the embedded server."""
-    from signalcraft_core.storage import s3_client
+    from signalcraft_core.io.objects import s3_client
 
     return s3_client(endpoint_url=s3_server.endpoint_url)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from signalcraft_core import runtime
+from signalcraft_core.pipeline import runtime
 
 #: Every variable the handlers read that a test may have set; cleared before each configuration.
 HANDLER_VARIABLES = (

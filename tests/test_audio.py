@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from signalcraft_core import audio as audio_mod
-from signalcraft_core.audio import (
+from signalcraft_core.errors import AudioError, ErrorCode
+from signalcraft_core.io import audio as audio_mod
+from signalcraft_core.io.audio import (
     DEFAULT_AUDIO_CONFIG,
     SAMPLE_FORMATS,
     Audio,
@@ -20,7 +21,6 @@ from signalcraft_core.audio import (
     encode_wav,
     read_wav,
 )
-from signalcraft_core.errors import AudioError, ErrorCode
 
 FORMATS = sorted(SAMPLE_FORMATS)
 # Worst-case absolute error of a round trip through each container (quantisation, float32 output).

@@ -16,8 +16,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from signalcraft_core.audio import DEFAULT_AUDIO_CONFIG, Audio, AudioConfig, decode_wav, encode_wav
 from signalcraft_core.errors import AudioError, ErrorCode
+from signalcraft_core.io.audio import (
+    DEFAULT_AUDIO_CONFIG,
+    Audio,
+    AudioConfig,
+    decode_wav,
+    encode_wav,
+)
 
 OK = "ok"  # outcome: an Audio came back
 E = ErrorCode

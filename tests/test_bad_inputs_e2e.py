@@ -22,14 +22,14 @@ from urllib.parse import quote_plus
 
 import numpy as np
 import pytest
-
 from faultproxy import FaultProxy
+
 from handlers import fleet_sweep, score_upload
-from signalcraft_core import runtime
-from signalcraft_core.audio import encode_wav
 from signalcraft_core.errors import ErrorCode
-from signalcraft_core.records import GRADE_SCHEMA, GRADES
-from signalcraft_core.storage import read_grades
+from signalcraft_core.io.audio import encode_wav
+from signalcraft_core.pipeline import runtime
+from signalcraft_core.pipeline.records import GRADE_SCHEMA, GRADES
+from signalcraft_core.pipeline.sinks import read_grades
 
 E = ErrorCode
 OK = "ok"
@@ -268,7 +268,7 @@ def world(s3_server):
     """The corpus uploaded once (directly); the handlers talk to the server through a counting proxy."""
     import uuid
 
-    from signalcraft_core.storage import s3_client
+    from signalcraft_core.io.objects import s3_client
 
     s3 = s3_client(endpoint_url=s3_server.endpoint_url)
     recordings, grades = f"sc-corpus-{uuid.uuid4().hex[:12]}", f"sc-grades-{uuid.uuid4().hex[:12]}"
@@ -347,8 +347,8 @@ def test_corpus_is_large_and_specific():
 
 def _warm_up(world: World) -> None:
     """Load every model set and the scoring code once, as a warm function has (imports are not the budget)."""
-    from signalcraft_core.jobs import grade_objects
-    from signalcraft_core.events import ObjectRef
+    from signalcraft_core.io.events import ObjectRef
+    from signalcraft_core.pipeline.grade import grade_objects
 
     rt = runtime.get_runtime()
     ok_key = next(k for k, c in world.keys.items() if c.expected == OK)

@@ -8,8 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from signalcraft_core.calibration import Calibration, fit_calibration, linear_calibration
-from signalcraft_core.grading import CRITICAL_SCORE, WARNING_SCORE
+from signalcraft_core.models.calibration import (
+    Calibration,
+    fit_calibration,
+    linear_calibration,
+)
+from signalcraft_core.models.grading import CRITICAL_SCORE, WARNING_SCORE
 
 SHAPE, SCALE = 2.5, 0.3  # a right-skewed, MSE-like distribution of normal raw scores
 

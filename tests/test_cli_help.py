@@ -6,8 +6,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from signalcraft_core import cli_evaluate, cli_report, cli_serverless  # noqa: F401 - register commands
-from signalcraft_core.cli import cli
+from signalcraft_core.local.cli.app import cli
 
 
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from signalcraft_core import runtime
-from signalcraft_core.demo import MACHINES, fleet_table, run_demo
+from signalcraft_core.local.demo import MACHINES, fleet_table, run_demo
+from signalcraft_core.pipeline import runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,7 +56,7 @@ def test_fleet_table_counts_grades_and_errors_per_machine():
 @pytest.mark.slow
 def test_signalcraft_demo_command_exits_zero():
     exe = shutil.which("signalcraft", path=str(Path(sys.executable).parent))
-    command = [exe] if exe else [sys.executable, "-m", "signalcraft_core.cli"]
+    command = [exe] if exe else [sys.executable, "-m", "signalcraft_core.local.cli.core"]
     command += ["demo", "--clips", "1"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_ENDPOINT_URL", "OUTPUT_", "MODEL_"))}
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

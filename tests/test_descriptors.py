@@ -5,8 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from signalcraft_core import features as F
-from signalcraft_core.descriptors import LEVEL1_FEATURE_NAMES, level1_features, level1_features_batch
+from signalcraft_core.dsp import features as F
+from signalcraft_core.dsp.descriptors import (
+    LEVEL1_FEATURE_NAMES,
+    level1_features,
+    level1_features_batch,
+)
 
 SR = 16000
 

@@ -9,10 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from signalcraft_core.audio import Audio
-from signalcraft_core.cli import cli
-from signalcraft_core.cli_evaluate import evaluate as _registered  # noqa: F401 - registers the command
-from signalcraft_core.evaluation import (
+from signalcraft_core.analysis.evaluation import (
     LEVELS,
     METRICS,
     EvaluationOptions,
@@ -21,12 +18,14 @@ from signalcraft_core.evaluation import (
     separation_metrics,
     wilson_interval,
 )
-from signalcraft_core.features import get_profile
-from signalcraft_core.synth import synthesize_clip, write_dataset
-from signalcraft_core.training import (
-    Featurised,
+from signalcraft_core.dsp.features import get_profile
+from signalcraft_core.dsp.inputs import ClipInputs, featurise
+from signalcraft_core.io.audio import Audio
+from signalcraft_core.local.cli.app import cli
+from signalcraft_core.local.cli.evaluate import evaluate as _registered  # noqa: F401 - registers the command
+from signalcraft_core.local.synth import synthesize_clip, write_dataset
+from signalcraft_core.training.fit import (
     TrainingOptions,
-    featurise,
     fit_levels,
     jittered,
     resolve_options,
@@ -123,19 +122,23 @@ def _clips(kind: str | None, n: int, seed: int, seconds: float = 2.0) -> list[np
 
 def test_evaluation_scores_equal_the_product_scoring_pipe():
     """score_fitted (precomputed features) must grade exactly as scoring.score_audio does."""
-    from signalcraft_core.model_set import ModelSet
-    from signalcraft_core.scoring import score_audio
+    from signalcraft_core.models.forest import CompiledForest
+    from signalcraft_core.models.level2_numpy import NumpyScoringModule
+    from signalcraft_core.models.model_set import ModelSet
+    from signalcraft_core.pipeline.score import score_audio
 
     profile = get_profile("default")
     train = _clips(None, 6, seed=1)
     test = _clips(None, 2, seed=2) + _clips("rattle", 2, seed=3)
     options = resolve_options(TrainingOptions("valve", epochs=5, folds=2, n_estimators=20))
-    fitted = fit_levels(featurise(train, profile), options)
-    ours = score_fitted(fitted, featurise(test, profile), profile.n_mels)
+    fitted = fit_levels(featurise(train, profile), options, profile)
+    # evaluation scores on the engines production runs, not on scikit-learn / torch
+    assert isinstance(fitted.level2_module, NumpyScoringModule) and isinstance(fitted.level1_pipeline, CompiledForest)
+    ours = score_fitted(fitted, featurise(test, profile))
     model_set = ModelSet(
         root=Path("."), manifest={"name": "t", "version": "v1", "machine_type": "valve", "preference": "hybrid"},
         profile=profile, level2_module=fitted.level2_module, level2_calibration=fitted.level2_calibration,
-        level1_pipeline=fitted.level1.pipeline_, level1_calibration=fitted.level1_calibration, rules=fitted.rules,
+        level1_pipeline=fitted.level1_pipeline, level1_calibration=fitted.level1_calibration, rules=fitted.rules,
     )
     audios = [Audio(samples=s, sample_rate=16000, sample_rate_in=16000, channels_in=1, duration_s=2.0, format="float32")
               for s in test]
@@ -172,7 +175,7 @@ def test_too_few_clips_are_refused_before_any_work():
 
 
 def test_featurised_take_and_jitter():
-    data = Featurised(level2=np.arange(12.0).reshape(4, 3), level1=np.arange(8.0).reshape(4, 2), stats=list("abcd"))
+    data = ClipInputs(level2=np.arange(12.0).reshape(4, 3), level1=np.arange(8.0).reshape(4, 2), stats=list("abcd"))
     part = data.take([2, 0])
     assert len(part) == 2 and part.stats == ["c", "a"] and part.level2[0].tolist() == [6.0, 7.0, 8.0]
     x = np.random.default_rng(0).standard_normal((10, 3))
@@ -236,7 +239,7 @@ def test_unusable_inputs_exit_1_with_one_line(pump, tmp_path):
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_default_profile_beats_seed_on_dcase_valve(shared_data):
-    from signalcraft_core.training import find_wavs, load_signals
+    from signalcraft_core.training.fit import find_wavs, load_signals
 
     root = shared_data / "dcase-valve-sec00"
     normal, _, _ = load_signals(find_wavs([root / "normal"]))

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from signalcraft_core.events import (
+from signalcraft_core.io.events import (
     EventItem,
     ObjectRef,
     is_own_output,
@@ -21,7 +21,7 @@ from signalcraft_core.events import (
     parse_sweep_event,
     wanted,
 )
-from signalcraft_core.sample_events import EVENT_KINDS, generate_event
+from signalcraft_core.local.sample_events import EVENT_KINDS, generate_event
 
 EVENTS_DIR = Path(__file__).resolve().parents[1] / "infra" / "events"
 BUCKET = "signalcraft-recordings"

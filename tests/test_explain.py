@@ -13,14 +13,18 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from signalcraft_core import cli_report  # noqa: F401 - registers `explain` on the group
-from signalcraft_core.audio import read_wav
-from signalcraft_core.cli import cli
-from signalcraft_core.explain import explain_audio, format_explanation, mel_band_ranges, render_png
-from signalcraft_core.features import get_profile, mel_filterbank
-from signalcraft_core.model_set import load_model_set
-from signalcraft_core.scoring import score_payloads
-from signalcraft_core.synth import write_dataset
+from signalcraft_core.analysis.explain import (
+    explain_audio,
+    format_explanation,
+    mel_band_ranges,
+    render_png,
+)
+from signalcraft_core.dsp.features import get_profile, mel_filterbank
+from signalcraft_core.io.audio import read_wav
+from signalcraft_core.local.cli.app import cli
+from signalcraft_core.local.synth import write_dataset
+from signalcraft_core.models.model_set import load_model_set
+from signalcraft_core.pipeline.score import score_payloads
 
 PUMP_MODELS = Path(__file__).resolve().parents[1] / "models" / "pump"
 

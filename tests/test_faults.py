@@ -17,14 +17,15 @@ from urllib.parse import quote_plus
 
 import numpy as np
 import pytest
-
 from faultproxy import Fault, FaultProxy
 from handler_env import configure_handlers
+
 from handlers import fleet_sweep, score_upload, sweep_batch
-from signalcraft_core import runtime
-from signalcraft_core.audio import encode_wav
 from signalcraft_core.errors import ErrorCode, StorageError
-from signalcraft_core.storage import get_bytes, head, list_keys, put_bytes, read_grades, s3_client
+from signalcraft_core.io.audio import encode_wav
+from signalcraft_core.io.objects import get_bytes, head, list_keys, put_bytes, s3_client
+from signalcraft_core.pipeline import runtime
+from signalcraft_core.pipeline.sinks import read_grades
 
 DAY = "2024-05-08"
 #: storage.s3_client sets botocore's standard-mode `max_attempts` = 5 retries, i.e. 6 requests per call.

@@ -7,9 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from signalcraft_core import features as F
-from signalcraft_core.errors import AudioError, ErrorCode
-from signalcraft_core.features import (
+from signalcraft_core.dsp import features as F
+from signalcraft_core.dsp.features import (
     PROFILES,
     FeatureConfig,
     clip_features,
@@ -19,6 +18,7 @@ from signalcraft_core.features import (
     mel_filterbank,
     pool,
 )
+from signalcraft_core.errors import AudioError, ErrorCode
 
 librosa = pytest.importorskip("librosa")
 

@@ -6,7 +6,14 @@ import math
 
 import pytest
 
-from signalcraft_core.grading import CRITICAL_SCORE, PREFERENCES, WARNING_SCORE, Grade, combine, grade
+from signalcraft_core.models.grading import (
+    CRITICAL_SCORE,
+    PREFERENCES,
+    WARNING_SCORE,
+    Grade,
+    combine,
+    grade,
+)
 
 
 @pytest.mark.parametrize(

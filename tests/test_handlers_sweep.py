@@ -9,16 +9,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-
 from handler_env import configure_handlers
+
 from handlers import fleet_sweep, score_upload, sweep_batch
-from signalcraft_core import runtime
-from signalcraft_core.audio import encode_wav
-from signalcraft_core.model_store import ModelStore
-from signalcraft_core.records import GRADES, record_id
-from signalcraft_core.sample_events import generate_event
-from signalcraft_core.storage import read_grades
-from signalcraft_core.synth import SAMPLE_RATE, synthesize_clip
+from signalcraft_core.io.audio import encode_wav
+from signalcraft_core.local.sample_events import generate_event
+from signalcraft_core.local.synth import SAMPLE_RATE, synthesize_clip
+from signalcraft_core.models.model_store import ModelStore
+from signalcraft_core.pipeline import runtime
+from signalcraft_core.pipeline.records import GRADES, record_id
+from signalcraft_core.pipeline.sinks import read_grades
 
 DAY = "2024-05-06"
 

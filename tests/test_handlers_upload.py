@@ -12,18 +12,23 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from handler_env import CallLog, configure_handlers
+
 from handlers import score_upload
-from signalcraft_core import runtime
-from signalcraft_core.audio import encode_wav
 from signalcraft_core.errors import ModelError, SignalcraftError, StorageError
-from signalcraft_core.grading import grade
-from signalcraft_core.model_store import ModelStore
-from signalcraft_core.records import GRADE_SCHEMA, GRADES, SCHEMA_VERSION, record_id
-from signalcraft_core.sample_events import generate_event
-from signalcraft_core.storage import read_grades
-from signalcraft_core.synth import SAMPLE_RATE, synthesize_clip
+from signalcraft_core.io.audio import encode_wav
+from signalcraft_core.local.sample_events import generate_event
+from signalcraft_core.local.synth import SAMPLE_RATE, synthesize_clip
+from signalcraft_core.models.grading import grade
+from signalcraft_core.models.model_store import ModelStore
+from signalcraft_core.pipeline import runtime
+from signalcraft_core.pipeline.records import (
+    GRADE_SCHEMA,
+    GRADES,
+    SCHEMA_VERSION,
+    record_id,
+)
+from signalcraft_core.pipeline.sinks import read_grades
 
 PUMP_KEY = "site-a/pump/id_00/00000001.wav"
 FAN_KEY = "site-a/fan/id_00/Lüfter Halle 3.wav"
@@ -280,7 +285,7 @@ def test_model_uri_pointing_nowhere_raises_a_model_error(env, monkeypatch, tmp_p
 
 def test_model_set_from_s3_grades_like_the_packaged_one(env, monkeypatch, short_wav):
     """MODEL_URI=s3://... downloads, verifies and caches the sets; the record names the same model."""
-    from signalcraft_core.model_store import DEFAULT_MODEL_ROOT
+    from signalcraft_core.models.model_store import DEFAULT_MODEL_ROOT
 
     for path in DEFAULT_MODEL_ROOT.glob("*/*"):
         if path.is_file() and path.parent.name in ("fan", "default"):

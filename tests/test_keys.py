@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from signalcraft_core.keys import KeyInfo, default_pattern, parse_key
+from signalcraft_core.io.keys import KeyInfo, default_pattern, parse_key
 
 
 @pytest.mark.parametrize(

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from signalcraft_core.audio import decode_wav, encode_wav
-from signalcraft_core.cli import cli
-from signalcraft_core.features import clip_features, get_profile
-from signalcraft_core.grading import grade
-from signalcraft_core.manifest import sha256_file
-from signalcraft_core.model_set import load_model_set
-from signalcraft_core.scoring import score_payloads
-from signalcraft_core.synth import synthesize_clip
+from signalcraft_core.dsp.features import clip_features, get_profile
+from signalcraft_core.io.audio import decode_wav, encode_wav
+from signalcraft_core.local.cli.app import cli
+from signalcraft_core.local.synth import synthesize_clip
+from signalcraft_core.models.grading import grade
+from signalcraft_core.models.manifest import sha256_file
+from signalcraft_core.models.model_set import load_model_set
+from signalcraft_core.pipeline.score import score_payloads
 
 #: (state dict file, machine type the import infers, a real normal clip of that machine)
 LEGACY = {
@@ -113,7 +113,7 @@ def test_graded_clips_follow_the_old_score(imported, shared_data):
 
 
 def test_calibrate_fits_a_gamma_mapping_on_the_given_normals(imported, tmp_path):
-    from signalcraft_core.synth import write_dataset
+    from signalcraft_core.local.synth import write_dataset
 
     pth, plain = imported
     machine = LEGACY[pth.name][0]

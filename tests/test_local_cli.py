@@ -12,15 +12,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import signalcraft_core.cli_serverless  # noqa: F401 - registers the serverless commands on `cli`
-from signalcraft_core import runtime
-from signalcraft_core.audio import encode_wav
-from signalcraft_core.cli import cli
-from signalcraft_core.events import parse_event, parse_map_batch, parse_sweep_event
-from signalcraft_core.sample_events import generate_event
-from signalcraft_core.storage import read_grades
-from signalcraft_core.synth import SAMPLE_RATE, synthesize_clip
-from signalcraft_core.webhook import make_server
+from signalcraft_core.io.audio import encode_wav
+from signalcraft_core.io.events import parse_event, parse_map_batch, parse_sweep_event
+from signalcraft_core.local.cli.app import cli
+from signalcraft_core.local.sample_events import generate_event
+from signalcraft_core.local.synth import SAMPLE_RATE, synthesize_clip
+from signalcraft_core.local.webhook import make_server
+from signalcraft_core.pipeline import runtime
+from signalcraft_core.pipeline.sinks import read_grades
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "template.yaml"

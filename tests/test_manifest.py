@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from signalcraft_core.audio import decode_wav, encode_wav
 from signalcraft_core.errors import ErrorCode, ModelError
-from signalcraft_core.manifest import (
+from signalcraft_core.io.audio import decode_wav, encode_wav
+from signalcraft_core.local.synth import synthesize_clip
+from signalcraft_core.models.manifest import (
     MANIFEST_FILE,
     model_version,
     parse_manifest,
@@ -27,8 +28,7 @@ from signalcraft_core.manifest import (
     sha256_file,
     verify_artifacts,
 )
-from signalcraft_core.model_set import load_model_set
-from signalcraft_core.synth import synthesize_clip
+from signalcraft_core.models.model_set import load_model_set
 
 SR = 16000
 
@@ -40,7 +40,7 @@ def clips(n: int, seed: int, anomaly: str | None = None) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
-    from signalcraft_core.training import TrainingOptions, train_model_set
+    from signalcraft_core.training.fit import TrainingOptions, train_model_set
 
     out = tmp_path_factory.mktemp("models") / "pump"
     train_model_set(clips(8, seed=0), out, TrainingOptions("pump", epochs=3, folds=2, n_estimators=20))
@@ -220,14 +220,14 @@ module = torch.jit.load(sys.argv[1], map_location="cpu").eval()
 with torch.inference_mode():
     errors = module(torch.from_numpy(np.load(sys.argv[2])))
 loaded = sorted(name for name in sys.modules if name.startswith("signalcraft"))
-assert "signalcraft_core.autoencoder" not in sys.modules, loaded
+assert "signalcraft_core.training.autoencoder" not in sys.modules, loaded
 print(json.dumps({"mse": errors.double().mean(dim=1).tolist(), "signalcraft_modules": loaded}))
 """
 
 
 def test_autoencoder_pt_grades_identically_in_a_process_without_signalcraft(trained, tmp_path):
-    from signalcraft_core.features import clip_features
-    from signalcraft_core.scoring import score_payloads
+    from signalcraft_core.dsp.features import clip_features
+    from signalcraft_core.pipeline.score import score_payloads
 
     signals = clips(2, seed=50) + clips(1, seed=51, anomaly="bearing_fault")
     payloads = [encode_wav(s, SR) for s in signals]

@@ -11,17 +11,27 @@ import numpy as np
 import pytest
 
 from signalcraft_core.errors import ModelError
-from signalcraft_core.manifest import MANIFEST_FILE, artifact_entry, sha256_bytes, sha256_file, write_manifest
-from signalcraft_core.model_store import ModelStore, store_from_env
+from signalcraft_core.models.manifest import (
+    MANIFEST_FILE,
+    artifact_entry,
+    sha256_bytes,
+    sha256_file,
+    write_manifest,
+)
+from signalcraft_core.models.model_store import ModelStore, store_from_env
 
 
 def make_set(folder: Path, name: str, machine_type: str, seed: int = 0) -> Path:
     """A small Level-2-only model set (random weights; what matters here is which one is served)."""
     import torch
 
-    from signalcraft_core.autoencoder import Autoencoder, ScoringModule, export_torchscript
-    from signalcraft_core.calibration import linear_calibration
-    from signalcraft_core.features import get_profile
+    from signalcraft_core.dsp.features import get_profile
+    from signalcraft_core.models.calibration import linear_calibration
+    from signalcraft_core.training.autoencoder import (
+        Autoencoder,
+        ScoringModule,
+        export_torchscript,
+    )
 
     profile = get_profile("default")
     folder.mkdir(parents=True, exist_ok=True)

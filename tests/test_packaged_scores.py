@@ -33,3 +33,17 @@ def test_packaged_models_score_real_recordings_as_pinned(shared_data: Path) -> N
                     assert have == pytest.approx(want, rel=1e-6, abs=1e-9), (name, clip, field)
                 else:
                     assert have == want, (name, clip, field)
+
+
+def test_every_packaged_set_is_scored_by_the_numpy_engines():
+    """A moved or renamed exported class must not make scoring fall back to torch / scikit-learn silently."""
+    from signalcraft_core.models.forest import CompiledForest
+    from signalcraft_core.models.level2_numpy import NumpyScoringModule
+    from signalcraft_core.models.model_store import ModelStore
+
+    store = ModelStore(ROOT / "models")
+    assert store.set_names()
+    for name in store.set_names():
+        model_set = store.get(name)
+        assert isinstance(model_set.level2_module, NumpyScoringModule), name
+        assert isinstance(model_set.level1_pipeline, CompiledForest), name

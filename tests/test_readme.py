@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from signalcraft_core.records import GRADE_SCHEMA, schema_markdown
+from signalcraft_core.pipeline.records import GRADE_SCHEMA, schema_markdown
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from signalcraft_core.errors import ErrorCode
-from signalcraft_core.records import (
+from signalcraft_core.pipeline.records import (
     GRADE_SCHEMA,
     SCHEMA_VERSION,
     GradeRecord,

@@ -18,14 +18,20 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pytest
-
 from handler_env import configure_handlers
+
 from handlers import fleet_sweep, score_upload, sweep_batch
-from signalcraft_core import runtime
-from signalcraft_core.audio import encode_wav
-from signalcraft_core.records import GRADE_SCHEMA, GRADES, read_parquet_bytes, validate_table
-from signalcraft_core.sample_events import generate_event
-from signalcraft_core.storage import list_keys, read_grades
+from signalcraft_core.io.audio import encode_wav
+from signalcraft_core.io.objects import list_keys
+from signalcraft_core.local.sample_events import generate_event
+from signalcraft_core.pipeline import runtime
+from signalcraft_core.pipeline.records import (
+    GRADE_SCHEMA,
+    GRADES,
+    read_parquet_bytes,
+    validate_table,
+)
+from signalcraft_core.pipeline.sinks import read_grades
 
 DAY = "2024-05-09"
 MACHINES = ("pump", "fan", "slider", "valve")

@@ -16,12 +16,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from signalcraft_core import cli_report  # noqa: F401 - registers `report` on the group
-from signalcraft_core.cli import cli
-from signalcraft_core.grading import grade
-from signalcraft_core.records import GradeRecord, record_id
-from signalcraft_core.report import COLUMNS, filter_by_date, summarize
-from signalcraft_core.storage import LocalGradeSink, S3GradeSink, read_grades
+from signalcraft_core.analysis.report import COLUMNS, filter_by_date, summarize
+from signalcraft_core.local.cli.app import cli
+from signalcraft_core.models.grading import grade
+from signalcraft_core.pipeline.records import GradeRecord, record_id
+from signalcraft_core.pipeline.sinks import LocalGradeSink, S3GradeSink, read_grades
 
 START = datetime(2025, 3, 1, tzinfo=timezone.utc)
 

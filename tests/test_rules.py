@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from signalcraft_core.dsp.signal_stats import BANDS_HZ, SignalStats, signal_stats
 from signalcraft_core.errors import AudioError, ErrorCode, ModelError
-from signalcraft_core.rules import BANDS_HZ, RULE_NAMES, RuleHit, RuleSet, SignalStats, signal_stats
+from signalcraft_core.models.rules import RULE_NAMES, RuleHit, RuleSet
 
 SR = 16000
 SECONDS = 3.0

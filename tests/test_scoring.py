@@ -7,13 +7,14 @@ import dataclasses
 import numpy as np
 import pytest
 
-from signalcraft_core.audio import encode_wav
 from signalcraft_core.errors import AudioError, ErrorCode, StorageError
-from signalcraft_core.grading import grade
-from signalcraft_core.model_set import load_model_set
-from signalcraft_core.rules import RULE_NAMES
-from signalcraft_core.scoring import ClipScore, score_audio, score_payloads
-from signalcraft_core.synth import synthesize_clip, write_dataset
+from signalcraft_core.io.audio import encode_wav
+from signalcraft_core.local.synth import synthesize_clip, write_dataset
+from signalcraft_core.models.grading import grade
+from signalcraft_core.models.level2_numpy import NumpyScoringModule
+from signalcraft_core.models.model_set import load_model_set
+from signalcraft_core.models.rules import RULE_NAMES
+from signalcraft_core.pipeline.score import ClipScore, score_audio, score_payloads
 
 N_TRAIN = 16
 
@@ -21,7 +22,11 @@ N_TRAIN = 16
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """Pump: 24 normal + 8 abnormal 2 s clips; trained on 16 normals, the rest held out."""
-    from signalcraft_core.training import TrainingOptions, load_signals, train_model_set
+    from signalcraft_core.training.fit import (
+        TrainingOptions,
+        load_signals,
+        train_model_set,
+    )
 
     root = tmp_path_factory.mktemp("scoring")
     files = write_dataset(root / "data", "pump", 24, 8, seed=0, duration_s=2.0)
@@ -124,20 +129,21 @@ def test_exactly_one_score_per_payload_across_lengths(setup):
     assert score_payloads(model_set, []) == [] and score_audio(model_set, []) == []
 
 
-class FailsOnLoudClips:
-    """Wraps the TorchScript module and raises for a batch holding a very loud clip.
+class FailsOnLoudClips(NumpyScoringModule):
+    """The numpy autoencoder engine, raising for a batch holding a very loud clip.
 
     No decodable recording makes the real pipe raise (the decoder refuses everything the feature
     code cannot take), so this injects the failure at the model boundary.
     """
 
-    def __init__(self, module, threshold: float) -> None:
-        self.module, self.threshold = module, threshold
+    def __init__(self, module: NumpyScoringModule, threshold: float) -> None:
+        super().__init__(mean=module.mean, scale=module.scale, layers=module.layers)
+        object.__setattr__(self, "threshold", threshold)
 
-    def __call__(self, x):
-        if bool((x.max(dim=1).values > self.threshold).any()):
+    def errors(self, features):
+        if bool((features.max(axis=1) > self.threshold).any()):
             raise RuntimeError("simulated failure on this clip")
-        return self.module(x)
+        return super().errors(features)
 
 
 def test_one_failing_clip_does_not_sink_the_batch(setup):
@@ -191,7 +197,7 @@ def test_unknown_preference_is_refused(setup):
 
 
 def _audio(data: bytes):
-    from signalcraft_core.audio import decode_wav
+    from signalcraft_core.io.audio import decode_wav
 
     return decode_wav(data)
 

@@ -22,17 +22,23 @@ from urllib.parse import quote_plus
 
 import numpy as np
 import pytest
-
 from faultproxy import Fault, FaultProxy
 from handler_env import configure_handlers
+
 from handlers import fleet_sweep, score_upload, sweep_batch
-from signalcraft_core import runtime
-from signalcraft_core.audio import encode_wav
-from signalcraft_core.errors import ErrorCode, ModelError, SignalcraftError, StorageError
+from signalcraft_core.errors import (
+    ErrorCode,
+    ModelError,
+    SignalcraftError,
+    StorageError,
+)
+from signalcraft_core.io.audio import encode_wav
+from signalcraft_core.io.objects import list_keys, s3_client
 from signalcraft_core.logs import JsonFormatter
-from signalcraft_core.manifest import sha256_bytes
-from signalcraft_core.model_store import DEFAULT_MODEL_ROOT
-from signalcraft_core.storage import list_keys, read_grades, s3_client
+from signalcraft_core.models.manifest import sha256_bytes
+from signalcraft_core.models.model_store import DEFAULT_MODEL_ROOT
+from signalcraft_core.pipeline import runtime
+from signalcraft_core.pipeline.sinks import read_grades
 
 SECRET = "SENTINEL-secret-" + uuid.uuid4().hex  # what AWS_SECRET_ACCESS_KEY holds during these tests
 ACCESS_KEY = "AKIASENTINEL" + uuid.uuid4().hex[:8].upper()

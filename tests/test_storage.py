@@ -10,20 +10,27 @@ import pytest
 from handler_env import CallLog
 
 from signalcraft_core.errors import ErrorCode, StorageError
-from signalcraft_core.records import GradeRecord, record_id, records_to_table, table_to_records
-from signalcraft_core.s3server import S3Server, local_credentials_env, start_s3_server
-from signalcraft_core.storage import (
-    LocalGradeSink,
-    S3GradeSink,
+from signalcraft_core.io.objects import (
     delete_keys,
     fetch_bytes,
     head,
     list_keys,
     parse_uri,
     put_bytes,
-    read_grades,
     s3_client,
 )
+from signalcraft_core.local.s3server import (
+    S3Server,
+    local_credentials_env,
+    start_s3_server,
+)
+from signalcraft_core.pipeline.records import (
+    GradeRecord,
+    record_id,
+    records_to_table,
+    table_to_records,
+)
+from signalcraft_core.pipeline.sinks import LocalGradeSink, S3GradeSink, read_grades
 
 DAY = datetime(2024, 5, 6, 8, 0, tzinfo=timezone.utc)
 
@@ -303,7 +310,7 @@ def test_interrupted_compaction_leaves_duplicates_that_readers_hide(sink_and_uri
     before = read_grades(uri, client=client)
     # Simulate a crash after the merged file was written but before the inputs were deleted.
     merged = records_to_table(table_to_records(before))
-    from signalcraft_core.records import compacted_object_name, parquet_bytes
+    from signalcraft_core.pipeline.records import compacted_object_name, parquet_bytes
 
     sink._put("dt=2024-05-06/machine_type=pump/" + compacted_object_name(merged.column("record_id").to_pylist()),
               parquet_bytes(merged))

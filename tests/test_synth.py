@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from signalcraft_core import synth
-from signalcraft_core.audio import AudioConfig, decode_wav
-from signalcraft_core.synth import (
+from signalcraft_core.io.audio import AudioConfig, decode_wav
+from signalcraft_core.local import synth
+from signalcraft_core.local.synth import (
     ANOMALY_KINDS,
     MACHINE_TYPES,
     machine_profile,

@@ -1,4 +1,4 @@
-"""template.yaml, the state machine, the MinIO setup and `signalcraft_core.sam_template` agree with each other."""
+"""template.yaml, the state machine, the MinIO setup and `signalcraft_core.local.sam_template` agree with each other."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from signalcraft_core.sam_template import (
+from signalcraft_core.local.sam_template import (
     FunctionSpec,
     function_ids,
     function_spec,

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from signalcraft_core.audio import encode_wav
-from signalcraft_core.features import get_profile
-from signalcraft_core.manifest import MANIFEST_SCHEMA_VERSION, sha256_file
-from signalcraft_core.synth import synthesize_clip
-from signalcraft_core.training import (
+from signalcraft_core.dsp.features import get_profile
+from signalcraft_core.io.audio import encode_wav
+from signalcraft_core.local.synth import synthesize_clip
+from signalcraft_core.models.manifest import MANIFEST_SCHEMA_VERSION, sha256_file
+from signalcraft_core.training.fit import (
     TrainingOptions,
     find_wavs,
     fold_indices,
@@ -64,8 +64,8 @@ def test_the_seed_matters():
     """Control for the reproducibility test: a different seed does change the weights."""
     import torch
 
-    from signalcraft_core.autoencoder import TrainConfig, train_autoencoder
-    from signalcraft_core.features import clip_features
+    from signalcraft_core.dsp.features import clip_features
+    from signalcraft_core.training.autoencoder import TrainConfig, train_autoencoder
 
     x = clip_features(signals(), get_profile("default"))
     a, _ = train_autoencoder(x, TrainConfig(epochs=2, seed=0))
@@ -123,7 +123,7 @@ def test_files_hash_names_the_training_files(twice, tmp_path):
 
 
 def test_training_needs_enough_clips_for_out_of_fold_calibration(tmp_path):
-    from signalcraft_core.training import MIN_TRAINING_CLIPS
+    from signalcraft_core.training.fit import MIN_TRAINING_CLIPS
 
     with pytest.raises(ValueError, match=f"at least {MIN_TRAINING_CLIPS}"):
         train_model_set(signals(MIN_TRAINING_CLIPS - 1), tmp_path, OPTIONS)

@@ -14,8 +14,8 @@ def sample_files(data: Path) -> list[Path]:
 
 
 def packaged_scores(models: Path, data: Path) -> dict[str, dict[str, list]]:
-    from signalcraft_core.model_store import ModelStore
-    from signalcraft_core.scoring import score_payloads
+    from signalcraft_core.models.model_store import ModelStore
+    from signalcraft_core.pipeline.score import score_payloads
 
     files = sample_files(data)
     payloads = [f.read_bytes() for f in files]

@@ -1,0 +1,1 @@
+"""How well it works and why a recording got its grade: evaluation, fleet report, explanations."""

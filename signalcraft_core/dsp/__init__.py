@@ -1,0 +1,1 @@
+"""Signal processing: the spectral pass, log-mel features, Level-1 descriptors, signal statistics."""

@@ -1,0 +1,342 @@
+"""The object store and local files: boto3 (AWS, or MinIO via AWS_ENDPOINT_URL) with stable error codes.
+
+Failures leave here as `StorageError` with a stable code (NOT_FOUND, TOO_LARGE, STORAGE_ERROR) and a
+one-line message, so callers turn them into error records instead of tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+
+from signalcraft_core.errors import ErrorCode, StorageError
+from signalcraft_core.logs import one_line
+
+if TYPE_CHECKING:  # boto3 types only for readers; the client is duck-typed at run time
+    from botocore.client import BaseClient
+
+_DELETE_BATCH = 1000  # the S3 DeleteObjects limit
+_NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchVersion", "NoSuchBucket"})
+
+_clients: dict[tuple[Any, ...], Any] = {}
+_clients_lock = threading.Lock()
+
+
+# --------------------------------------------------------------------------- clients
+
+
+def _env_endpoint() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def s3_client(
+    endpoint_url: str | None = None,
+    max_attempts: int = 5,
+    connect_timeout: float = 5,
+    read_timeout: float = 30,
+) -> "BaseClient":
+    """A boto3 S3 client with bounded retries and timeouts, cached so warm invocations reuse it.
+
+    `endpoint_url=None` keeps boto3's usual chain (AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 honoured by
+    boto3 itself). With any custom endpoint (MinIO, the embedded server) path-style addressing is used.
+    """
+    effective = endpoint_url or _env_endpoint()
+    key = (endpoint_url, effective, max_attempts, connect_timeout, read_timeout)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is not None:
+            return client
+        import boto3
+        from botocore.config import Config
+
+        options: dict[str, Any] = {
+            "retries": {"mode": "standard", "max_attempts": max_attempts},
+            "connect_timeout": connect_timeout,
+            "read_timeout": read_timeout,
+            "max_pool_connections": 16,
+        }
+        if effective:
+            # S3-compatible stores: path-style buckets, checksums only where the API requires them.
+            options["s3"] = {"addressing_style": "path"}
+            options["request_checksum_calculation"] = "when_required"
+            options["response_checksum_validation"] = "when_required"
+        session = boto3.session.Session()  # own session: the default one is not thread-safe to create
+        client = session.client("s3", endpoint_url=endpoint_url, config=Config(**options))
+        _clients[key] = client
+        return client
+
+
+def clear_client_cache() -> None:
+    """Forget cached clients (tests, or after credentials changed)."""
+    with _clients_lock:
+        _clients.clear()
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _where(bucket: str, key: str) -> str:
+    return "s3://" + one_line(f"{bucket}/{key}".replace("\n", "\\n"), limit=200)
+
+
+def _to_storage_error(exc: Exception, operation: str, bucket: str, key: str) -> StorageError:
+    from botocore.exceptions import ClientError
+
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {}) or {}
+        code = str(error.get("Code", "") or "")
+        status = (exc.response.get("ResponseMetadata", {}) or {}).get("HTTPStatusCode")
+        if code in _NOT_FOUND_CODES or status == 404:
+            what = "bucket" if code == "NoSuchBucket" else "object"
+            return StorageError(ErrorCode.NOT_FOUND, f"{what} not found: {_where(bucket, key)}")
+        detail = one_line(str(error.get("Message", "") or ""), limit=120)
+        return StorageError(
+            ErrorCode.STORAGE_ERROR,
+            f"{operation} {_where(bucket, key)} failed: {code or 'error'} (HTTP {status})"
+            + (f": {detail}" if detail else ""),
+        )
+    return StorageError(
+        ErrorCode.STORAGE_ERROR,
+        f"{operation} {_where(bucket, key)} failed: {type(exc).__name__}: {one_line(str(exc), 160)}",
+    )
+
+
+def _boto_errors() -> tuple[type[Exception], ...]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (ClientError, BotoCoreError)
+
+
+# --------------------------------------------------------------------------- objects
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a HEAD tells us before we decide to download."""
+
+    size: int
+    etag: str | None
+    version_id: str | None
+    last_modified: datetime | None
+
+
+@dataclass(frozen=True)
+class ObjectInfoWithKey(ObjectInfo):
+    """A listed object: where it is plus its metadata (listings carry no version id)."""
+
+    bucket: str
+    key: str
+
+
+def _etag(value: str | None) -> str | None:
+    return value.strip('"') if value else None
+
+
+def head(client: "BaseClient", bucket: str, key: str, version_id: str | None = None) -> ObjectInfo:
+    """Size, ETag, version id and last-modified of one object; NOT_FOUND when it is gone."""
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
+    if version_id:
+        kwargs["VersionId"] = version_id
+    try:
+        response = client.head_object(**kwargs)
+    except _boto_errors() as exc:
+        raise _to_storage_error(exc, "HEAD", bucket, key) from None
+    version = response.get("VersionId")
+    return ObjectInfo(
+        size=int(response.get("ContentLength", 0)),
+        etag=_etag(response.get("ETag")),
+        version_id=None if version in (None, "null") else version,
+        last_modified=response.get("LastModified"),
+    )
+
+
+def _too_large(bucket: str, key: str, size: int, max_bytes: int) -> StorageError:
+    return StorageError(
+        ErrorCode.TOO_LARGE, f"{_where(bucket, key)} is {size} bytes, over the {max_bytes}-byte limit"
+    )
+
+
+def _get(client: "BaseClient", bucket: str, key: str, version_id: str | None, max_bytes: int | None) -> bytes:
+    return _get_object(client, bucket, key, version_id, max_bytes)[0]
+
+
+def _get_object(
+    client: "BaseClient", bucket: str, key: str, version_id: str | None, max_bytes: int | None
+) -> tuple[bytes, ObjectInfo]:
+    """GET with the size limit enforced on the response too (the object may have grown since HEAD).
+
+    Returns the bytes and what the response says about them (size, ETag, version), which is the
+    truth about the graded bytes even when an event carried stale or made-up values.
+    """
+    from botocore.exceptions import (
+        ConnectionClosedError,
+        IncompleteReadError,
+        ReadTimeoutError,
+        ResponseStreamingError,
+    )
+
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
+    if version_id:
+        kwargs["VersionId"] = version_id
+    streaming = (ConnectionClosedError, IncompleteReadError, ReadTimeoutError, ResponseStreamingError)
+    attempts = 2  # botocore retries the request; a stream cut mid-body gets one more try here
+    for attempt in range(attempts):
+        try:
+            response = client.get_object(**kwargs)
+            body = response["Body"]
+            length = response.get("ContentLength")
+            if max_bytes is not None and length is not None and length > max_bytes:
+                body.close()
+                raise _too_large(bucket, key, int(length), max_bytes)
+            if max_bytes is None or length is not None:
+                data = body.read()  # verifies the content length
+            else:
+                data = body.read(max_bytes + 1)
+                body.close()
+                if len(data) > max_bytes:
+                    raise _too_large(bucket, key, len(data), max_bytes)
+            version = response.get("VersionId")
+            info = ObjectInfo(
+                size=len(data),
+                etag=_etag(response.get("ETag")),
+                version_id=None if version in (None, "null") else version,
+                last_modified=response.get("LastModified"),
+            )
+            return data, info
+        except streaming as exc:
+            if attempt + 1 < attempts:
+                continue
+            raise _to_storage_error(exc, "GET", bucket, key) from None
+        except _boto_errors() as exc:
+            raise _to_storage_error(exc, "GET", bucket, key) from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def fetch_bytes(
+    client: "BaseClient",
+    ref_bucket: str,
+    key: str,
+    *,
+    max_bytes: int,
+    known_size: int | None = None,
+    version_id: str | None = None,
+) -> bytes:
+    """Download one recording, refusing anything over `max_bytes` BEFORE downloading it.
+
+    The size comes from `known_size` (e.g. the upload event) or a HEAD. Errors: TOO_LARGE, NOT_FOUND,
+    or STORAGE_ERROR once botocore's own retries are spent.
+    """
+    return fetch_object(client, ref_bucket, key, max_bytes=max_bytes, known_size=known_size,
+                        version_id=version_id)[0]
+
+
+def fetch_object(
+    client: "BaseClient",
+    ref_bucket: str,
+    key: str,
+    *,
+    max_bytes: int,
+    known_size: int | None = None,
+    version_id: str | None = None,
+) -> tuple[bytes, ObjectInfo]:
+    """Like `fetch_bytes`, plus the size / ETag / version id of the bytes actually downloaded."""
+    size = known_size if known_size is not None else head(client, ref_bucket, key, version_id).size
+    if size > max_bytes:
+        raise _too_large(ref_bucket, key, size, max_bytes)
+    return _get_object(client, ref_bucket, key, version_id, max_bytes)
+
+
+def get_bytes(client: "BaseClient", bucket: str, key: str, version_id: str | None = None) -> bytes:
+    """Download an object we wrote ourselves (grades, manifests): no size limit."""
+    return _get(client, bucket, key, version_id, None)
+
+
+def list_keys(
+    client: "BaseClient",
+    bucket: str,
+    prefix: str,
+    suffixes: Sequence[str] | None = (".wav",),
+    *,
+    page_size: int | None = None,
+    start_after: str | None = None,
+) -> Iterator[ObjectInfoWithKey]:
+    """Every object under `prefix` whose key ends with one of `suffixes` (case-insensitive; None = all).
+
+    Paginated, so any number of keys, in key order; `start_after` resumes a listing after that key
+    (server-side, e.g. a sweep continuing where the last invocation stopped). Folder markers are skipped.
+    """
+    wanted = tuple(s.lower() for s in suffixes) if suffixes else None
+    config: dict[str, Any] = {"PageSize": page_size} if page_size else {}
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix or "", "PaginationConfig": config}
+    if start_after:
+        kwargs["StartAfter"] = start_after
+    paginator = client.get_paginator("list_objects_v2")
+    try:
+        for page in paginator.paginate(**kwargs):
+            for item in page.get("Contents", ()) or ():
+                key = item["Key"]
+                if key.endswith("/") or (wanted and not key.lower().endswith(wanted)):
+                    continue
+                yield ObjectInfoWithKey(
+                    size=int(item.get("Size", 0)),
+                    etag=_etag(item.get("ETag")),
+                    version_id=None,
+                    last_modified=item.get("LastModified"),
+                    bucket=bucket,
+                    key=key,
+                )
+    except _boto_errors() as exc:
+        raise _to_storage_error(exc, "LIST", bucket, prefix or "") from None
+
+
+def put_bytes(
+    client: "BaseClient",
+    bucket: str,
+    key: str,
+    data: bytes,
+    content_type: str = "application/octet-stream",
+) -> str | None:
+    """Upload one object; returns its ETag (without quotes)."""
+    try:
+        response = client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+    except _boto_errors() as exc:
+        raise _to_storage_error(exc, "PUT", bucket, key) from None
+    return _etag(response.get("ETag"))
+
+
+def delete_keys(client: "BaseClient", bucket: str, keys: Iterable[str]) -> int:
+    """Delete objects in batches of 1000; returns how many were deleted. Missing keys are not an error."""
+    keys = list(dict.fromkeys(keys))
+    for start in range(0, len(keys), _DELETE_BATCH):
+        batch = keys[start : start + _DELETE_BATCH]
+        try:
+            response = client.delete_objects(
+                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
+            )
+        except _boto_errors() as exc:
+            raise _to_storage_error(exc, "DELETE", bucket, batch[0]) from None
+        errors = response.get("Errors") or []
+        if errors:
+            first = errors[0]
+            raise StorageError(
+                ErrorCode.STORAGE_ERROR,
+                f"DELETE {_where(bucket, first.get('Key', ''))} failed: {first.get('Code', 'error')}"
+                f" ({len(errors)} of {len(batch)} keys not deleted)",
+            )
+    return len(keys)
+
+
+def parse_uri(uri: str | os.PathLike[str]) -> tuple[str | None, str]:
+    """"s3://b/p/" -> ("b", "p/"); "file:///x" or a plain path -> (None, path)."""
+    text = os.fspath(uri)
+    if text.startswith("s3://"):
+        bucket, _, path = text[len("s3://") :].partition("/")
+        if not bucket:
+            raise ValueError(f"no bucket in {text!r}")
+        return bucket, path
+    if text.startswith("file://"):
+        return None, text[len("file://") :]
+    return None, text

@@ -1,0 +1,1 @@
+"""The `signalcraft` command line, one module per group of commands."""

@@ -1,0 +1,241 @@
+"""The core commands: synth, train, score, import-legacy, over the same pipe the handlers use.
+
+Heavy modules (torch, sklearn, boto3) are imported inside commands so `--help` is instant.
+Every user mistake ends in one `error: ...` line and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from signalcraft_core.local.console import Progress, info
+
+MACHINE_TYPES = ("pump", "fan", "slider", "valve")
+EXIT_SCORE_ERRORS = 1
+SCORE_BATCH = 16  # files read and graded together by `score`
+
+
+def _command_line() -> str:
+    return "signalcraft " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+@click.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--machine-type", "-m", type=click.Choice(MACHINE_TYPES), required=True)
+@click.option("--normal", "n_normal", type=click.IntRange(0), default=40, show_default=True)
+@click.option("--abnormal", "n_abnormal", type=click.IntRange(0), default=10, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--machine-id", default="id_00", show_default=True)
+@click.option("--duration", type=click.FloatRange(1.0, 600.0), default=10.0, show_default=True, help="Seconds per clip.")
+@click.option("--quiet", "-q", is_flag=True)
+def synth(out: Path, machine_type: str, n_normal: int, n_abnormal: int, seed: int, machine_id: str, duration: float, quiet: bool) -> None:
+    """Write synthetic MIMII-like clips: OUT/<type>/<id>/{normal,abnormal}/NNNNNNNN.wav.
+
+    For tests and the demo only; accuracy claims come from real recordings.
+
+    \b
+    Example:
+      signalcraft synth data/ --machine-type valve --normal 40 --abnormal 10 --seed 1
+    """
+    from signalcraft_core.local.synth import write_dataset
+
+    files = write_dataset(out, machine_type, n_normal, n_abnormal, seed=seed, machine_id=machine_id, duration_s=duration)
+    info(f"wrote {len(files)} clips under {out / machine_type / machine_id}", quiet)
+
+
+@click.command()
+@click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path), help="Model folder to write.")
+@click.option("--machine-type", "-m", required=True, help="pump, fan, slider, valve, or your own name.")
+@click.option("--profile", "-p", default="default", show_default=True, help="Feature profile (default, seed).")
+@click.option("--epochs", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--warning-rate", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.01, show_default=True,
+              help="False-alarm rate on normal sound at the WARNING threshold.")
+@click.option("--critical-rate", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.001, show_default=True)
+@click.option("--name", help="Model set name (default <machine-type>-<profile>).")
+@click.option("--quiet", "-q", is_flag=True)
+def train(data: tuple[Path, ...], out: Path, machine_type: str, profile: str, epochs: int, seed: int,
+          warning_rate: float, critical_rate: float, name: str | None, quiet: bool) -> None:
+    """Train both levels on the normal clips in DATA (files or folders).
+
+    Files under a folder named `abnormal` or `anomaly` are left out.
+
+    \b
+    Example:
+      signalcraft train data/pump/id_00 --out models/pump --machine-type pump
+    """
+    from signalcraft_core.dsp.features import get_profile
+    from signalcraft_core.training.fit import (
+        TrainingOptions,
+        find_wavs,
+        load_signals,
+        train_model_set,
+    )
+
+    try:
+        get_profile(profile)  # fail fast on a typo
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--profile") from None
+    if not critical_rate < warning_rate:
+        raise click.BadParameter(f"must be below --warning-rate ({warning_rate})", param_hint="--critical-rate")
+    files = find_wavs(data)
+    if not files:
+        raise click.ClickException(f"no normal .wav files found under {', '.join(map(str, data))}")
+    with Progress(quiet) as progress:
+        signals, used, skipped = load_signals(files, progress=progress)
+        for path, exc in skipped:
+            info(f"skipped {path}: {exc}", quiet)
+        options = TrainingOptions(machine_type=machine_type, profile=profile, name=name, epochs=epochs, seed=seed,
+                                  warning_rate=warning_rate, critical_rate=critical_rate)
+        try:
+            manifest = train_model_set(signals, out, options, used, _command_line(), progress)
+        except ValueError as exc:  # too few readable clips, impossible calibration
+            raise click.ClickException(str(exc)) from None
+    val = manifest["validation"]
+    info(
+        f"trained {manifest['name']} v{manifest['version']} on {len(used)} clips ({len(skipped)} skipped) -> {out}\n"
+        f"  out-of-fold WARNING rate on normal clips: level1 {val['level1']['warning_rate']:.1%}, "
+        f"level2 {val['level2']['warning_rate']:.1%} (target {warning_rate:.1%})",
+        quiet,
+    )
+
+
+def _score_json(source: str, result, model_set) -> dict:
+    return {
+        "source": source,
+        "status": result.status,
+        "error": {"code": result.error_code, "message": result.error_message} if result.status != "ok" else None,
+        "grade": result.grade,
+        "score": result.score,
+        "level1": {"score": result.level1_score, "iforest": result.iforest_raw, "rules": list(result.level1_rules),
+                   "findings": list(result.rule_messages)},
+        "level2": {"mse": result.level2_mse, "score": result.level2_score},
+        "model": {"name": model_set.name, "version": model_set.version} if model_set else None,
+        "duration_s": result.duration_s,
+        "sample_rate_in": result.sample_rate_in,
+        "channels_in": result.channels_in,
+    }
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--models", "-M", type=click.Path(path_type=Path), help="Model folder or root of per-type folders (default: packaged models).")
+@click.option("--machine-type", "-m", help="Pick this type's model set from a model root (default: from the path, else `default`).")
+@click.option("--level", type=click.Choice(["hybrid", "level1", "level2"]), help="Which level decides the grade (default: the manifest's).")
+@click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="json", show_default=True)
+def score(paths: tuple[Path, ...], models: Path | None, machine_type: str | None, level: str | None, fmt: str) -> None:
+    """Grade WAV files (or folders of them): one JSON line per input.
+
+    Exit 0 when every input was graded, 1 when any error record was printed, 2 on usage errors.
+
+    \b
+    Example:
+      signalcraft score recordings/*.wav --models models/pump --format table
+    """
+    from signalcraft_core.models.model_store import ModelStore
+    from signalcraft_core.pipeline.score import score_payloads
+
+    store = ModelStore(models)
+    inputs: list[Path] = []
+    for p in paths:
+        inputs.extend(sorted(q for q in p.rglob("*") if q.suffix.lower() == ".wav") if p.is_dir() else [p])
+    # Resolve every input's model set first: a missing or broken set fails before any output.
+    all_sets = [store.for_path(str(path), machine_type) for path in inputs]
+    any_error = False
+    if fmt == "table":
+        click.echo(f"{'grade':<9} {'score':>6} {'L1':>6} {'L2':>6}  {'rules':<24} source")
+    # Batches share one forest / autoencoder call per model set (a forest call costs ~0.1 s however
+    # few clips it gets); output stays in input order, one line per input.
+    for start in range(0, len(inputs), SCORE_BATCH):
+        chunk = inputs[start:start + SCORE_BATCH]
+        sets = all_sets[start:start + SCORE_BATCH]
+        payloads = [_payload(path) for path in chunk]
+        results: list = [None] * len(chunk)
+        by_set: dict[int, list[int]] = {}
+        for j, model_set in enumerate(sets):
+            by_set.setdefault(id(model_set), []).append(j)
+        for idx in by_set.values():
+            scored = score_payloads(sets[idx[0]], [payloads[j] for j in idx], preference=level)
+            for j, result in zip(idx, scored):
+                results[j] = result
+        for path, model_set, result in zip(chunk, sets, results):
+            any_error |= result.status != "ok"
+            if fmt == "json":
+                click.echo(json.dumps(_score_json(str(path), result, model_set)))
+            elif result.status == "ok":
+                click.echo(f"{result.grade:<9} {result.score:>6.1f} {_fmt(result.level1_score, '6.1f'):>6} "
+                           f"{_fmt(result.level2_score, '6.1f'):>6}  {','.join(result.level1_rules) or '-':<24} {path}")
+            else:
+                click.echo(f"{'ERROR':<9} {'-':>6} {'-':>6} {'-':>6}  {result.error_code:<24} {path}: {result.error_message}")
+    if any_error:
+        sys.exit(EXIT_SCORE_ERRORS)
+
+
+def _payload(path: Path):
+    """The file's bytes, or the error record it becomes (missing, unreadable, too large)."""
+    from signalcraft_core.errors import ErrorCode, StorageError
+
+    try:
+        return _read_limited(path)
+    except StorageError as exc:
+        return exc
+    except OSError as exc:
+        code = ErrorCode.NOT_FOUND if isinstance(exc, FileNotFoundError) else ErrorCode.STORAGE_ERROR
+        return StorageError(code, f"cannot read {path}: {exc.strerror}")
+
+
+def _read_limited(path: Path) -> bytes:
+    from signalcraft_core.errors import ErrorCode, StorageError
+    from signalcraft_core.io.audio import DEFAULT_AUDIO_CONFIG
+
+    size = path.stat().st_size
+    if size > DEFAULT_AUDIO_CONFIG.max_bytes:
+        raise StorageError(ErrorCode.TOO_LARGE, f"{size} bytes is over the {DEFAULT_AUDIO_CONFIG.max_bytes} byte limit")
+    return path.read_bytes()
+
+
+@click.command("import-legacy")
+@click.argument("pth", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--machine-type", "-m", help="Default: valve if the file name says so, else pump.")
+@click.option("--calibrate", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Normal clips (files or folders) to calibrate on instead of the old min(1, 20*mse).")
+@click.option("--quiet", "-q", is_flag=True)
+def import_legacy_cmd(pth: Path, out: Path, machine_type: str | None, calibrate: tuple[Path, ...], quiet: bool) -> None:
+    """Convert an earlier-app state dict (.pth) to TorchScript + manifest (`seed` profile).
+
+    \b
+    Example:
+      signalcraft import-legacy ../shared/legacy/signalcraftapp/valve_autoencoder_v1.pth --out models-legacy-valve
+    """
+    import pickle
+
+    from signalcraft_core.training.fit import find_wavs, load_signals
+    from signalcraft_core.training.legacy import import_legacy
+
+    signals = []
+    if calibrate:
+        signals, _, _ = load_signals(find_wavs(calibrate))
+        if len(signals) < 3:
+            raise click.ClickException("--calibrate needs at least 3 readable normal clips")
+    try:
+        manifest = import_legacy(pth, out, machine_type, signals, command=_command_line())
+    except (ValueError, KeyError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:  # not a state dict of the old autoencoder
+        raise click.ClickException(f"{pth}: not an earlier-app autoencoder state dict ({type(exc).__name__}: {_first_line(exc)})") from None
+    cal = manifest["level2"]["calibration"]
+    info(f"imported {pth.name} as {manifest['name']} v{manifest['version']} -> {out} (calibration: {cal['method']})", quiet)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""

@@ -1,0 +1,268 @@
+"""CLI commands that run the Lambda handlers locally: `local invoke`, events, sweep, watch, demo.
+
+Nothing here re-implements a handler: every command sets the environment a deployed function
+would have and calls the same `handlers.*.handler` in-process, like `sam local invoke`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import click
+
+from signalcraft_core.local.console import Progress, info
+from signalcraft_core.local.invoke import (
+    FUNCTIONS,
+    LocalContext,
+    handler_environment,
+    load_handler,
+)
+
+DEFAULT_RECORDINGS_BUCKET = "signalcraft-recordings"
+DEFAULT_GRADES_BUCKET = "signalcraft-grades"
+
+
+def _endpoint_option(f):
+    return click.option("--endpoint-url", envvar="AWS_ENDPOINT_URL",
+                        help="S3 endpoint, e.g. http://localhost:9000 for MinIO (default: boto3's chain).")(f)
+
+
+@click.group()
+def local() -> None:
+    """Run the Lambda functions of template.yaml on this machine (like `sam local`)."""
+
+
+@local.command("invoke")
+@click.argument("function_id")
+@click.option("--event", "-e", "event_path", type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path),
+              help="JSON event file ('-' for stdin). Default: an empty event {}.")
+@click.option("--template", "-t", "template_path", default="template.yaml", show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--env-vars", "-n", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="SAM-format JSON overriding the template's environment.")
+@click.option("--parameter-overrides", multiple=True, help="Name=Value for template parameters.")
+@_endpoint_option
+def local_invoke(function_id: str, event_path: Path | None, template_path: Path, env_vars: Path | None,
+                 parameter_overrides: tuple[str, ...], endpoint_url: str | None) -> None:
+    """Invoke FUNCTION_ID from template.yaml in-process and print its JSON result.
+
+    \b
+    Example:
+      signalcraft local invoke ScoreUploadFunction -e infra/events/s3-put.json \\
+          --endpoint-url http://localhost:9000
+    """
+    from signalcraft_core.local.sam_template import (
+        function_spec,
+        load_env_vars,
+        load_template,
+    )
+
+    if not template_path.is_file():
+        raise click.ClickException(f"template {template_path} not found (run from the project folder or pass -t)")
+    overrides = dict(p.split("=", 1) for p in parameter_overrides if "=" in p)
+    try:
+        spec = function_spec(load_template(template_path), function_id, overrides)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    env = dict(spec.environment)
+    if env_vars:
+        try:
+            env.update(load_env_vars(env_vars, function_id))
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+    event = _read_event(event_path)
+    handler = load_handler(spec.handler)
+    with handler_environment(env, endpoint_url):
+        result = _run(function_id, handler, event, LocalContext(function_id, spec.timeout or 900))
+    click.echo(json.dumps(result, indent=2, default=str))
+
+
+def _read_event(path: Path | None) -> Any:
+    """The event JSON from a file or stdin ('-'); {} without one."""
+    if path is None:
+        return {}
+    text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.ClickException(f"event {path} is not JSON: {exc}") from None
+
+
+def _run(label: str, handler: Any, event: Any, context: LocalContext) -> Any:
+    """Call a handler; configuration and event errors become one `Error:` line."""
+    with one_line_errors(label):
+        return handler(event, context)
+
+
+@contextmanager
+def one_line_errors(label: str) -> Iterator[None]:
+    """ValueErrors (bad event shape, no OUTPUT_BUCKET, bad MODEL_PREFERENCE / numbers) as one `Error:` line.
+
+    SignalcraftError and botocore errors are already turned into one line by the `signalcraft` group.
+    """
+    try:
+        yield
+    except ValueError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise click.ClickException(f"{label}: {first}") from None
+
+
+@local.command("generate-event")
+@click.argument("service", type=click.Choice(["s3"]))
+@click.argument("kind", type=click.Choice(["put", "eventbridge", "schedule", "sqs", "minio", "map-batch"]))
+@click.option("--bucket", default=DEFAULT_RECORDINGS_BUCKET, show_default=True)
+@click.option("--key", default="site-a/pump/id_00/00000000.wav", show_default=True)
+@click.option("--prefix", default="", help="For schedule / map-batch.")
+@click.option("--date", help="YYYY-MM-DD (schedule).")
+def generate_event_cmd(service: str, kind: str, bucket: str, key: str, prefix: str, date: str | None) -> None:
+    """Print a sample event in the SAM CLI's shapes.
+
+    \b
+    Example:
+      signalcraft local generate-event s3 put --bucket recordings --key "site-a/fan/id_00/rec 1.wav" > put.json
+    """
+    from signalcraft_core.local.sample_events import generate_event
+
+    try:
+        event = generate_event("s3-put" if kind == "put" else kind, bucket, key, prefix=prefix, date=date)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(event, indent=2))
+
+
+def _function_env(output_bucket: str, output_prefix: str, models: str | None, level: str | None) -> dict[str, str]:
+    env = {"OUTPUT_BUCKET": output_bucket, "OUTPUT_PREFIX": output_prefix}
+    if models:
+        env["MODEL_URI"] = models
+    if level:
+        env["MODEL_PREFERENCE"] = level
+    return env
+
+
+def _output_options(f):
+    f = click.option("--level", type=click.Choice(["hybrid", "level1", "level2"]), help="MODEL_PREFERENCE.")(f)
+    f = click.option("--models", envvar="MODEL_URI", help="MODEL_URI: s3://bucket/prefix/ or a folder (default: packaged models/).")(f)
+    f = click.option("--output-prefix", default="grades/", show_default=True)(f)
+    f = click.option("--output-bucket", envvar="OUTPUT_BUCKET", default=DEFAULT_GRADES_BUCKET, show_default=True)(f)
+    return _endpoint_option(f)
+
+
+@click.command()
+@click.option("--bucket", required=True, help="Recordings bucket to sweep.")
+@click.option("--prefix", default="", help="Key prefix to sweep.")
+@click.option("--date", help="Day whose per-upload grade files are compacted (default: today, UTC).")
+@click.option("--quiet", "-q", is_flag=True)
+@_output_options
+def sweep(bucket: str, prefix: str, date: str | None, quiet: bool, endpoint_url: str | None, output_bucket: str,
+          output_prefix: str, models: str | None, level: str | None) -> None:
+    """Re-grade every recording under a prefix (the nightly sweep, run here).
+
+    \b
+    Example:
+      signalcraft sweep --bucket recordings --prefix site-a/ --endpoint-url http://localhost:9000
+    """
+    handler = load_handler(FUNCTIONS["FleetSweepFunction"])
+    from signalcraft_core.io.objects import list_keys
+    from signalcraft_core.pipeline.runtime import get_runtime
+
+    with handler_environment(_function_env(output_bucket, output_prefix, models, level), endpoint_url), \
+            Progress(quiet) as progress:
+        total = 0
+        if progress.enabled:  # one extra listing, only to size the bar on a terminal
+            runtime = get_runtime()
+            total = sum(1 for _ in list_keys(runtime.client, bucket, prefix, runtime.config.suffixes))
+        context = LocalContext("FleetSweepFunction", on_progress=lambda done: progress("sweep", done, total))
+        result = _run("sweep", handler, {"bucket": bucket, "prefix": prefix, "date": date}, context)
+    click.echo(json.dumps(result, indent=2, default=str))
+
+
+@click.command()
+@click.option("--bucket", required=True)
+@click.option("--prefix", default="")
+@click.option("--interval", type=click.FloatRange(0.1), default=5.0, show_default=True, help="Seconds between polls.")
+@click.option("--once", is_flag=True, help="Grade what is new now, then exit.")
+@click.option("--quiet", "-q", is_flag=True)
+@_output_options
+def watch(bucket: str, prefix: str, interval: float, once: bool, quiet: bool, endpoint_url: str | None,
+          output_bucket: str, output_prefix: str, models: str | None, level: str | None) -> None:
+    """Poll a bucket and grade new recordings through the upload handler (no notifications needed).
+
+    \b
+    Example:
+      signalcraft watch --bucket recordings --endpoint-url http://localhost:9000
+    """
+    handler = load_handler(FUNCTIONS["ScoreUploadFunction"])
+    from signalcraft_core.io.objects import list_keys
+    from signalcraft_core.local.sample_events import generate_event
+    from signalcraft_core.pipeline.runtime import get_runtime
+
+    seen: set[tuple[str, str | None]] = set()
+    with handler_environment(_function_env(output_bucket, output_prefix, models, level), endpoint_url):
+        with one_line_errors("watch"):
+            runtime = get_runtime()
+        while True:
+            for obj in list_keys(runtime.client, bucket, prefix, runtime.config.suffixes):
+                if (obj.key, obj.etag) in seen:
+                    continue
+                seen.add((obj.key, obj.etag))
+                event = generate_event("s3-put", bucket, obj.key, size=obj.size, etag=obj.etag or "")
+                if obj.last_modified is not None:  # the sample's epoch time would file it under 1970
+                    event["Records"][0]["eventTime"] = obj.last_modified.isoformat()
+                result = _run("watch", handler, event, LocalContext("ScoreUploadFunction"))
+                info(f"{obj.key}: {json.dumps({k: result[k] for k in ('grades', 'errors')})}", quiet)
+            if once:
+                return
+            time.sleep(interval)
+
+
+@local.command("minio-listener")
+@click.option("--port", type=click.IntRange(1, 65535), default=8765, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@_output_options
+def minio_listener(port: int, host: str, endpoint_url: str | None, output_bucket: str, output_prefix: str,
+                   models: str | None, level: str | None) -> None:
+    """Receive MinIO bucket notifications (webhook target) and run the upload handler on each.
+
+    \b
+    Example (set-up in infra/minio/):
+      mc admin config set local notify_webhook:signalcraft endpoint=http://127.0.0.1:8765/
+      mc event add local/signalcraft-recordings arn:minio:sqs::signalcraft:webhook --event put --suffix .wav
+      signalcraft local minio-listener --port 8765 --endpoint-url http://localhost:9000
+    """
+    from signalcraft_core.local.webhook import serve
+    from signalcraft_core.pipeline.runtime import get_runtime
+
+    with handler_environment(_function_env(output_bucket, output_prefix, models, level), endpoint_url):
+        with one_line_errors("minio-listener"):
+            get_runtime()  # configuration errors now, not on the first notification
+        try:
+            serve(host, port, lambda message: info(message))
+        except OSError as exc:  # port in use, address not available
+            raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+@click.command()
+@_endpoint_option
+@click.option("--clips", type=click.IntRange(1, 50), default=3, show_default=True, help="Normal clips per machine (plus 1 abnormal).")
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--models", help="MODEL_URI (default: the packaged models/).")
+@click.option("--quiet", "-q", is_flag=True)
+@click.option("--verbose", "-v", is_flag=True, help="Show the handlers' JSON logs.")
+def demo(endpoint_url: str | None, clips: int, seed: int, models: str | None, quiet: bool, verbose: bool) -> None:
+    """The whole product on one machine: S3 server, fleet upload, events, sweep, fleet table.
+
+    Without --endpoint-url an embedded S3-compatible server is started on 127.0.0.1.
+
+    \b
+    Example:
+      signalcraft demo
+      signalcraft demo --endpoint-url http://localhost:9000   # against MinIO
+    """
+    from signalcraft_core.local.demo import run_demo
+
+    run_demo(endpoint_url=endpoint_url, clips=clips, seed=seed, models=models, quiet=quiet, verbose=verbose)

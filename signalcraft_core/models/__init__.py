@@ -1,0 +1,1 @@
+"""What was learned and how it decides: rules, both levels and their numpy engines, calibration, grades, model sets."""

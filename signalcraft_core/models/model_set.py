@@ -1,0 +1,109 @@
+"""A loaded, verified model set: feature profile, Level 1 (forest + rules), Level 2 (TorchScript AE).
+
+Loading verifies every artifact's SHA-256 against the manifest before deserialising it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from signalcraft_core.dsp.features import FeatureConfig
+from signalcraft_core.errors import ModelError
+from signalcraft_core.models.calibration import Calibration
+from signalcraft_core.models.manifest import read_manifest, verify_artifacts
+
+LEVEL1_ARTIFACT = "level1"
+LEVEL2_ARTIFACT = "autoencoder"
+
+
+@dataclass
+class ModelSet:
+    """Everything needed to grade a clip; built by `load_model_set`, shared across invocations."""
+
+    root: Path
+    manifest: dict[str, Any]
+    profile: FeatureConfig
+    level2_module: Any = None
+    level2_calibration: Calibration | None = None
+    level1_pipeline: Any = None
+    level1_calibration: Calibration | None = None
+    rules: Any = None
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["name"])
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    @property
+    def machine_type(self) -> str:
+        return str(self.manifest["machine_type"])
+
+    @property
+    def preference(self) -> str:
+        return str(self.manifest.get("preference", "hybrid"))
+
+    @property
+    def has_level1(self) -> bool:
+        return self.level1_pipeline is not None or self.rules is not None
+
+    @property
+    def has_level2(self) -> bool:
+        return self.level2_module is not None
+
+
+def _calibration(root: Path, section: dict[str, Any], level: str) -> Calibration:
+    """The section's calibration; a missing or malformed one is a model error, not a crash at scoring."""
+    try:
+        return Calibration.from_dict(section["calibration"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{root}: manifest {level}.calibration is missing or invalid ({exc!r})") from None
+
+
+def load_model_set(model_dir: str | Path) -> ModelSet:
+    """Read the manifest, verify every artifact hash, then load them (never the other way round)."""
+    root = Path(model_dir)
+    manifest = read_manifest(root)
+    paths = verify_artifacts(root, manifest)
+    try:
+        profile = FeatureConfig.from_dict(manifest["profile"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{root}: manifest profile is invalid ({exc})") from None
+    model_set = ModelSet(root=root, manifest=manifest, profile=profile)
+    level2 = manifest.get("level2") or {}
+    if LEVEL2_ARTIFACT in paths:
+        from signalcraft_core.models.level2 import load_scoring_module
+
+        try:
+            model_set.level2_module = load_scoring_module(paths[LEVEL2_ARTIFACT])
+        except Exception as exc:  # a corrupt but hash-matching file is the publisher's bug; say so
+            raise ModelError(f"{root}: autoencoder does not load as TorchScript ({exc})") from None
+        model_set.level2_calibration = _calibration(root, level2, "level2")
+    level1 = manifest.get("level1") or {}
+    if LEVEL1_ARTIFACT in paths:
+        from signalcraft_core.models.forest import load_forest
+
+        try:  # only reached after the hash matched: the file is the publisher's, not an attacker's
+            # numpy scoring of the same pipeline (no scikit-learn import); joblib when it is not one
+            model_set.level1_pipeline = load_forest(paths[LEVEL1_ARTIFACT])
+            if model_set.level1_pipeline is None:
+                import joblib
+
+                model_set.level1_pipeline = joblib.load(paths[LEVEL1_ARTIFACT])
+        except Exception as exc:  # noqa: BLE001 - e.g. pickled by an incompatible scikit-learn
+            raise ModelError(f"{root}: level1 model does not load ({type(exc).__name__}: {exc})") from None
+        model_set.level1_calibration = _calibration(root, level1, "level1")
+    if level1.get("rules"):
+        from signalcraft_core.models.rules import RuleSet
+
+        try:
+            model_set.rules = RuleSet.from_dict(level1["rules"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{root}: manifest level1.rules are invalid ({exc!r})") from None
+    if not (model_set.has_level1 or model_set.has_level2):
+        raise ModelError(f"{root}: the manifest names neither a Level-1 nor a Level-2 model")
+    return model_set

@@ -1,0 +1,220 @@
+"""Model sets by machine type, from a local folder or `s3://bucket/prefix/`, cached for warm starts.
+
+A model root holds one model set per machine type (`<root>/<type>/manifest.json`) plus
+`<root>/default/`; a folder that itself has a manifest.json is a single set used for everything.
+From S3, the manifest and artifacts are downloaded to a cache folder under /tmp, every SHA-256 is
+verified before anything is deserialised, and loaded sets stay in memory for warm invocations.
+The manifest's ETag is re-checked at most every `check_interval_s` seconds, so a newly published
+model is picked up without a redeploy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from signalcraft_core.errors import ModelError, SignalcraftError
+from signalcraft_core.io.keys import KNOWN_MACHINE_TYPES, KeyInfo, parse_key
+from signalcraft_core.logs import one_line
+from signalcraft_core.models.manifest import MANIFEST_FILE, parse_manifest, sha256_file
+from signalcraft_core.models.model_set import ModelSet, load_model_set
+
+DEFAULT_MODEL_ROOT = Path(__file__).resolve().parents[2] / "models"  # the repository's (and the image's) models/
+DEFAULT_SET = "default"
+DEFAULT_CACHE_DIR = Path(os.environ.get("SIGNALCRAFT_CACHE_DIR", "/tmp/signalcraft-models"))
+#: Set names and versions become cache folder names: plain names only, never `..` or a path.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+def _cause(exc: Exception) -> str:
+    """A store failure in one line, URL query strings and credential-looking tokens removed (it may be logged)."""
+
+    return one_line(str(exc))
+
+
+@dataclass
+class _Cached:
+    model_set: ModelSet
+    etag: str | None
+    checked_at: float
+
+
+class ModelStore:
+    """Resolve and cache model sets; safe to share between threads of one process."""
+
+    def __init__(self, uri: str | Path | None = None, cache_dir: str | Path = DEFAULT_CACHE_DIR,
+                 check_interval_s: float = 300.0, client: Any = None, key_pattern: str | None = None) -> None:
+        self.uri = str(uri) if uri else str(DEFAULT_MODEL_ROOT)
+        self.cache_dir = Path(cache_dir)
+        self.check_interval_s = check_interval_s
+        self.key_pattern = _compile_pattern(key_pattern)
+        self._client = client
+        self._cache: dict[str, _Cached] = {}
+        self._lock = threading.Lock()
+        self.is_s3 = self.uri.startswith("s3://")
+        if self.is_s3:
+            bucket, _, prefix = self.uri[5:].partition("/")
+            if not bucket:
+                raise ModelError(f"MODEL_URI {self.uri!r} names no bucket")
+            self.bucket, self.prefix = bucket, (prefix.rstrip("/") + "/" if prefix else "")
+        else:
+            root = Path(self.uri)
+            if not root.is_dir():
+                raise ModelError(f"model folder {root} does not exist")
+            self.root = root
+
+    # -- which set ---------------------------------------------------------------------------
+    def set_names(self) -> list[str]:
+        """Model sets available under the root (a single-set root answers [""])."""
+        if self.is_s3:
+            return self._s3_set_names()
+        if (self.root / MANIFEST_FILE).is_file():
+            return [""]
+        return sorted(p.name for p in self.root.iterdir() if (p / MANIFEST_FILE).is_file())
+
+    def key_info(self, key: str) -> KeyInfo:
+        return parse_key(key, self.key_pattern, set(KNOWN_MACHINE_TYPES) | set(self.set_names()))
+
+    def for_key(self, key: str) -> tuple[ModelSet, KeyInfo]:
+        info = self.key_info(key)
+        return self.get(info.machine_type), info
+
+    def for_path(self, path: str, machine_type: str | None = None) -> ModelSet:
+        return self.get(machine_type or self.key_info(Path(path).as_posix()).machine_type)
+
+    def get(self, machine_type: str | None = None) -> ModelSet:
+        """The set for a machine type, else the default set; cached."""
+        names = self.set_names()
+        if names == [""]:
+            name = ""
+        elif machine_type and machine_type in names:
+            name = machine_type
+        elif DEFAULT_SET in names:
+            name = DEFAULT_SET
+        else:
+            where = self.uri
+            raise ModelError(f"no model set for {machine_type or 'this recording'} and no `default` set under {where}")
+        with self._lock:
+            cached = self._cache.get(name)
+            now = time.monotonic()
+            if cached and (not self.is_s3 or now - cached.checked_at < self.check_interval_s):
+                return cached.model_set
+            if cached and self.is_s3:
+                etag = self._head_manifest(name)
+                if etag is None or etag == cached.etag:  # unchanged, or the check failed: keep serving
+                    cached.checked_at = now
+                    return cached.model_set
+            model_set, etag = self._load(name)
+            self._cache[name] = _Cached(model_set, etag, now)
+            return model_set
+
+    # -- loading -----------------------------------------------------------------------------
+    def _load(self, name: str) -> tuple[ModelSet, str | None]:
+        if not self.is_s3:
+            return load_model_set(self.root / name if name else self.root), None
+        return self._load_s3(name)
+
+    def _s3(self):
+        if self._client is None:
+            from signalcraft_core.io.objects import s3_client
+
+            self._client = s3_client()
+        return self._client
+
+    def _s3_key(self, name: str, filename: str) -> str:
+        return f"{self.prefix}{name + '/' if name else ''}{filename}"
+
+    def _s3_set_names(self) -> list[str]:
+        """The sets under the S3 root, re-listed at most every `check_interval_s` (new types appear)."""
+        with self._lock:
+            names = getattr(self, "_names", None)
+            if names is not None and time.monotonic() - self._names_at < self.check_interval_s:
+                return names
+        client = self._s3()
+        try:
+            client.head_object(Bucket=self.bucket, Key=self._s3_key("", MANIFEST_FILE))
+            fresh = [""]
+        except Exception:  # noqa: BLE001 - not a single-set root; list the per-type sets
+            try:
+                resp = client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, Delimiter="/")
+            except Exception as exc:  # noqa: BLE001
+                if names is not None:  # keep serving what we know if the store hiccups
+                    return names
+                raise ModelError(f"cannot list model sets under {self.uri}: {_cause(exc)}") from None
+            fresh = sorted(p["Prefix"][len(self.prefix):].rstrip("/") for p in resp.get("CommonPrefixes", []))
+            if not fresh:
+                raise ModelError(f"no model sets under {self.uri}") from None
+        with self._lock:
+            self._names, self._names_at = fresh, time.monotonic()
+        return fresh
+
+    def _head_manifest(self, name: str) -> str | None:
+        try:
+            return self._s3().head_object(Bucket=self.bucket, Key=self._s3_key(name, MANIFEST_FILE))["ETag"]
+        except Exception:  # noqa: BLE001 - keep serving the loaded set if the check itself fails
+            return None
+
+    def _load_s3(self, name: str) -> tuple[ModelSet, str | None]:
+        client = self._s3()
+        manifest_key = self._s3_key(name, MANIFEST_FILE)
+        try:
+            obj = client.get_object(Bucket=self.bucket, Key=manifest_key)
+            data = obj["Body"].read()
+        except Exception as exc:  # noqa: BLE001
+            raise ModelError(f"cannot read s3://{self.bucket}/{manifest_key}: {_cause(exc)}") from None
+        manifest = parse_manifest(data, f"s3://{self.bucket}/{manifest_key}")
+        folder, version = name or "_root", str(manifest["version"])
+        for part in (folder, version):
+            if not _PLAIN_NAME.fullmatch(part):
+                raise ModelError(f"s3://{self.bucket}/{manifest_key}: set name or version {part!r} is not a plain "
+                                 "folder name; refusing it")
+        local = self.cache_dir / hashlib.sha256(self.uri.encode()).hexdigest()[:16] / folder / version
+        local.mkdir(parents=True, exist_ok=True)
+        for art in manifest["artifacts"].values():
+            target = local / art["path"]  # parse_manifest refused absolute paths and `..`
+            if target.is_file() and sha256_file(target) == art["sha256"]:
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(target.suffix + ".part")
+            try:
+                client.download_file(self.bucket, self._s3_key(name, art["path"]), str(tmp))
+            except Exception as exc:  # noqa: BLE001
+                raise ModelError(f"cannot download model artifact {art['path']} from {self.uri}: {_cause(exc)}") from None
+            os.replace(tmp, target)
+        (local / MANIFEST_FILE).write_bytes(data)
+        return load_model_set(local), obj.get("ETag")
+
+
+def _compile_pattern(pattern: str | None):
+    """A bad KEY_PATTERN is a configuration error at start-up, not an internal error per recording."""
+    if pattern is None:
+        return None
+    import re
+
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ModelError(f"KEY_PATTERN {pattern!r} is not a valid regular expression ({exc})") from None
+
+
+def store_from_env(env: dict[str, str] | None = None) -> ModelStore:
+    """The handlers' store: MODEL_URI (default: packaged models/), MODEL_CHECK_SECONDS, KEY_PATTERN."""
+    env = dict(os.environ if env is None else env)
+    try:
+        return ModelStore(
+            env.get("MODEL_URI") or None,
+            check_interval_s=float(env.get("MODEL_CHECK_SECONDS", "300")),
+            key_pattern=env.get("KEY_PATTERN") or None,
+        )
+    except SignalcraftError:
+        raise
+    except ValueError as exc:
+        raise ModelError(f"bad model configuration: {exc}") from None
+
+

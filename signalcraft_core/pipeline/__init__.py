@@ -1,0 +1,1 @@
+"""Recordings in, grade records out: the one pipe behind every handler, its records and sinks."""

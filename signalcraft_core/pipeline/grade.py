@@ -1,0 +1,208 @@
+"""Grade objects from a bucket: the one pipe behind every handler (upload, sweep, map batch, CLI).
+
+ObjectRefs in, one GradeRecord per ref out, in order. Downloads run on a small thread pool so
+object-store latency overlaps with scoring; clips are scored in batches per model set.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Mapping, Sequence
+
+from signalcraft_core.errors import ErrorCode, SignalcraftError, StorageError
+from signalcraft_core.io.audio import AudioConfig
+from signalcraft_core.io.events import ObjectRef, is_own_output, wanted
+from signalcraft_core.io.keys import parse_key
+from signalcraft_core.models.grading import PREFERENCES
+from signalcraft_core.models.model_store import ModelStore
+from signalcraft_core.pipeline.records import GradeRecord, record_id
+from signalcraft_core.pipeline.score import ClipScore, score_payloads
+
+log = logging.getLogger(__name__)
+#: Failures the platform should retry (raise) rather than record as final: the store failed, or the
+#: model set could not be used (missing, or refused by its integrity check) - not the recording's fault.
+TRANSIENT_CODES = frozenset({ErrorCode.STORAGE_ERROR.value, ErrorCode.MODEL_ERROR.value})
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """The handlers' settings, read from their environment (template.yaml sets them)."""
+
+    output_bucket: str | None = None
+    output_prefix: str = "grades/"
+    model_uri: str | None = None
+    preference: str = "hybrid"
+    suffixes: tuple[str, ...] = (".wav",)
+    max_bytes: int = 256 * 1024 * 1024
+    batch_size: int = 16  # clips scored together: batching gains level off, memory keeps growing
+    io_threads: int = 8
+    model_check_seconds: float = 300.0
+    key_pattern: str | None = None
+    audio: AudioConfig = field(default_factory=AudioConfig)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "JobConfig":
+        env = os.environ if env is None else env
+        preference = env.get("MODEL_PREFERENCE") or "hybrid"
+        if preference not in PREFERENCES:
+            raise ValueError(f"MODEL_PREFERENCE must be one of {', '.join(PREFERENCES)}, not {preference!r}")
+        prefix = env.get("OUTPUT_PREFIX", "grades/")
+        max_bytes = _env_number(env, "MAX_OBJECT_BYTES", cls.max_bytes, int, 0)
+        return cls(
+            output_bucket=env.get("OUTPUT_BUCKET") or None,
+            output_prefix=prefix if not prefix or prefix.endswith("/") else prefix + "/",
+            model_uri=env.get("MODEL_URI") or None,
+            preference=preference,
+            suffixes=tuple(s.strip() for s in env.get("SUFFIXES", ".wav").split(",") if s.strip()),
+            max_bytes=max_bytes,
+            batch_size=_env_number(env, "BATCH_SIZE", cls.batch_size, int, 1),
+            io_threads=_env_number(env, "IO_THREADS", cls.io_threads, int, 1),
+            model_check_seconds=_env_number(env, "MODEL_CHECK_SECONDS", cls.model_check_seconds, float, 0),
+            key_pattern=env.get("KEY_PATTERN") or None,
+            audio=AudioConfig(max_bytes=max_bytes, max_seconds=_env_number(env, "MAX_SECONDS", 600.0, float, 1)),
+        )
+
+
+def _env_number(env: Mapping[str, str], name: str, default: float, kind: type, minimum: float) -> Any:
+    """A numeric setting; a typo is a configuration error that names the variable (not a bare int() error)."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = kind(raw.strip())
+    except ValueError:
+        raise ValueError(f"{name} must be {'an integer' if kind is int else 'a number'}, not {raw!r}") from None
+    if not value >= minimum:  # also refuses NaN
+        raise ValueError(f"{name} must be >= {minimum:g}, not {raw!r}")
+    return value
+
+
+def _utc(value: Any) -> dt.datetime | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    try:
+        parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+def refusal(ref: ObjectRef, config: JobConfig) -> str | None:
+    """Why a ref is not graded at all (wrong suffix, our own output), or None."""
+    if is_own_output(ref, config.output_bucket, config.output_prefix):
+        return "own output prefix"
+    if not wanted(ref, config.suffixes):
+        return "suffix not configured"
+    return None
+
+
+def _fetch(client: Any, ref: ObjectRef, config: JobConfig) -> tuple[ObjectRef, bytes | SignalcraftError]:
+    """Download one recording; an event without a size gets it from a HEAD first (size limit before download).
+
+    The ref that comes back carries the ETag, size and version id of the bytes actually downloaded
+    (events may be stale, or made up like SAM's samples). The version id, else the ETag, names the
+    object version in the record id, so an upload event and the nightly sweep grading the same
+    bytes produce the same record id.
+    """
+    from signalcraft_core.io.objects import fetch_object, head
+
+    try:
+        if ref.size is None:
+            info = head(client, ref.bucket, ref.key, ref.version_id)
+            ref = replace(ref, etag=ref.etag or info.etag, size=info.size, version_id=ref.version_id or info.version_id)
+        data, got = fetch_object(client, ref.bucket, ref.key, max_bytes=config.max_bytes, known_size=ref.size,
+                                 version_id=ref.version_id)
+        ref = replace(ref, etag=got.etag or ref.etag, size=got.size, version_id=ref.version_id or got.version_id)
+        return ref, data
+    except SignalcraftError as exc:
+        return ref, exc
+    except Exception as exc:  # noqa: BLE001 - an unexpected client failure is still one record
+        log.exception("download failed", extra={"bucket": ref.bucket, "key": ref.key})
+        return ref, StorageError(ErrorCode.STORAGE_ERROR, f"download failed: {type(exc).__name__}")
+
+
+def to_record(ref: ObjectRef, result: ClipScore, model_set: Any, key_info: Any, scored_at: dt.datetime) -> GradeRecord:
+    """The Parquet row for one graded (or failed) object."""
+    version = ref.version_id or ref.etag
+    model_version = model_set.version if model_set is not None else "none"
+    return GradeRecord(
+        record_id=record_id(ref.bucket, ref.key, version, model_version),
+        bucket=ref.bucket,
+        key=ref.key,
+        etag=ref.etag,
+        version_id=ref.version_id,
+        size_bytes=ref.size,
+        event_time=_utc(ref.event_time),
+        scored_at=scored_at,
+        site=getattr(key_info, "site", None),
+        machine_type=getattr(key_info, "machine_type", None) or (model_set.machine_type if model_set else None),
+        machine_id=getattr(key_info, "machine_id", None),
+        model_name=model_set.name if model_set else None,
+        model_version=model_set.version if model_set else None,
+        profile=model_set.profile.name if model_set else None,
+        level1_score=result.level1_score,
+        level1_rules=result.level1_rules if result.status == "ok" else None,
+        iforest_score=result.iforest_raw,
+        level2_mse=result.level2_mse,
+        level2_score=result.level2_score,
+        level2_band_errors=result.band_errors or None,
+        score=result.score,
+        grade=result.grade,
+        status=result.status,
+        error_code=result.error_code,
+        error_message=result.error_message,
+        duration_s=result.duration_s,
+        sample_rate_in=result.sample_rate_in,
+        channels_in=result.channels_in,
+    )
+
+
+def grade_objects(refs: Sequence[ObjectRef], client: Any, store: ModelStore, config: JobConfig) -> list[GradeRecord]:
+    """One record per ref, in order: downloads overlap on a thread pool, scoring is batched per model set."""
+    scored_at = dt.datetime.now(dt.timezone.utc)
+    records: list[GradeRecord | None] = [None] * len(refs)
+    for start in range(0, len(refs), config.batch_size):
+        chunk = refs[start:start + config.batch_size]
+        with ThreadPoolExecutor(max_workers=max(1, min(config.io_threads, len(chunk)))) as pool:
+            fetched = list(pool.map(lambda ref: _fetch(client, ref, config), chunk))
+        groups: dict[int, tuple[Any, list[tuple[int, ObjectRef, Any, Any]]]] = {}
+        for i, (ref, payload) in enumerate(fetched, start):
+            try:
+                model_set, info = store.for_key(ref.key)
+            except SignalcraftError as exc:
+                records[i] = to_record(ref, ClipScore.failure(exc.code, exc.message), None, parse_key(ref.key, config.key_pattern), scored_at)
+                continue
+            groups.setdefault(id(model_set), (model_set, []))[1].append((i, ref, payload, info))
+        for model_set, members in groups.values():
+            results = score_payloads(model_set, [m[2] for m in members], config.audio, config.preference)
+            for (i, ref, _payload, info), result in zip(members, results):
+                records[i] = to_record(ref, result, model_set, info, scored_at)
+    return [r for r in records if r is not None]
+
+
+def summarise(records: Iterable[GradeRecord]) -> dict[str, Any]:
+    """Counts per grade and per error code: what the handlers return and log."""
+    grades: dict[str, int] = {}
+    errors: dict[str, int] = {}
+    total = 0
+    for r in records:
+        total += 1
+        if r.status == "ok":
+            grades[r.grade] = grades.get(r.grade, 0) + 1
+        else:
+            errors[r.error_code] = errors.get(r.error_code, 0) + 1
+    return {"records": total, "grades": grades, "errors": errors}
+
+
+def merge_summaries(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = {"records": a.get("records", 0) + b.get("records", 0), "grades": dict(a.get("grades", {})), "errors": dict(a.get("errors", {}))}
+    for part in ("grades", "errors"):
+        for k, v in b.get(part, {}).items():
+            out[part][k] = out[part].get(k, 0) + v
+    return out

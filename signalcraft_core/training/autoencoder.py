@@ -1,0 +1,162 @@
+"""Training side of Level 2: the autoencoder module, its seeded training loop, TorchScript export.
+
+Only `train` and `import-legacy` import this module. Scoring loads the exported TorchScript file
+with `torch.jit.load` (level2.py) and never needs this code, so a model can be graded by a process
+that has no idea how it was trained.
+"""
+
+from __future__ import annotations
+
+import io
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from signalcraft_core.models.level2_numpy import NumpyScoringModule, read_numpy_module
+
+HIDDEN_SIZES = (128, 64, 16)
+
+
+class Autoencoder(nn.Module):
+    """input -> 128 -> 64 -> 16 -> 64 -> 128 -> input with ReLU.
+
+    The layer indices match the earlier app's state dicts (Dropout at index 2 of each half), so
+    its `.pth` files load into this class unchanged.
+    """
+
+    def __init__(self, input_dim: int, dropout: float = 0.2) -> None:
+        super().__init__()
+        h1, h2, h3 = HIDDEN_SIZES
+        self.encoder = nn.Sequential(
+            nn.Linear(input_dim, h1), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(h1, h2), nn.ReLU(), nn.Linear(h2, h3),
+        )
+        self.decoder = nn.Sequential(
+            nn.Linear(h3, h2), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(h2, h1), nn.ReLU(), nn.Linear(h1, input_dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+
+class ScoringModule(nn.Module):
+    """What is exported: raw features in, per-dimension squared reconstruction error out.
+
+    Standardisation by training statistics lives inside the module (as buffers), so the
+    TorchScript file alone turns a feature vector into an error; the MSE is the row mean.
+    """
+
+    def __init__(self, autoencoder: Autoencoder, mean: np.ndarray, scale: np.ndarray) -> None:
+        super().__init__()
+        self.autoencoder = autoencoder
+        self.register_buffer("mean", torch.as_tensor(np.asarray(mean, dtype=np.float32)))
+        self.register_buffer("scale", torch.as_tensor(np.asarray(scale, dtype=np.float32)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = (x - self.mean) / self.scale
+        return (self.autoencoder(z) - z) ** 2
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Level-2 training recipe (the issue's defaults: MSE, Adam 1e-3, 50 epochs, batch 16)."""
+
+    epochs: int = 50
+    learning_rate: float = 1e-3
+    batch_size: int = 16
+    dropout: float = 0.2
+    weight_decay: float = 0.0
+    seed: int = 0
+    min_scale: float = 1e-3
+
+
+def standardisation(features: np.ndarray, min_scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and std of the training features, std floored to avoid blow-ups."""
+    mean = features.mean(axis=0)
+    scale = np.maximum(features.std(axis=0), min_scale)
+    return mean.astype(np.float32), scale.astype(np.float32)
+
+
+def train_autoencoder(
+    features: np.ndarray,
+    config: TrainConfig = TrainConfig(),
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> tuple[ScoringModule, list[float]]:
+    """Fit the autoencoder on normal feature vectors; seeded, so the same data gives the same weights."""
+    with _torch_threads(1):
+        return _train(np.asarray(features, dtype=np.float32), config, on_epoch)
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """Run torch on `n` intra-op threads, then restore the setting.
+
+    The model is tiny (batches of 16 x ~64 values): with more threads, torch's thread hand-offs cost
+    far more than the arithmetic (measured 8x slower training on 2 busy cores).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(
+    x_np: np.ndarray, config: TrainConfig, on_epoch: Callable[[int, float], None] | None
+) -> tuple[ScoringModule, list[float]]:
+    mean, scale = standardisation(x_np, config.min_scale)
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    model = Autoencoder(x_np.shape[1], dropout=config.dropout)
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    loss_fn = nn.MSELoss()
+    x = (torch.from_numpy(x_np) - torch.from_numpy(mean)) / torch.from_numpy(scale)
+    losses: list[float] = []
+    model.train()
+    for epoch in range(config.epochs):
+        order = torch.randperm(x.shape[0], generator=generator)
+        total = 0.0
+        for start in range(0, x.shape[0], config.batch_size):
+            batch = x[order[start:start + config.batch_size]]
+            optimiser.zero_grad()
+            loss = loss_fn(model(batch), batch)
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * batch.shape[0]
+        losses.append(total / x.shape[0])
+        if on_epoch is not None:
+            on_epoch(epoch, losses[-1])
+    model.eval()
+    return ScoringModule(model, mean, scale).eval(), losses
+
+
+def export_torchscript(module: ScoringModule, path: str | Path | io.BytesIO) -> None:
+    """Write the scoring module as TorchScript (scripted, so no Python class is needed to load it)."""
+    scripted = torch.jit.script(module.eval())
+    torch.jit.save(scripted, path if isinstance(path, io.BytesIO) else str(path))
+
+
+def production_engine(module: ScoringModule) -> NumpyScoringModule:
+    """The module as the scoring path runs it: exported to TorchScript, read back by the numpy engine."""
+    buffer = io.BytesIO()
+    export_torchscript(module, buffer)
+    buffer.seek(0)
+    return read_numpy_module(buffer)
+
+
+def load_legacy_state_dict(path: str | Path) -> Autoencoder:
+    """Load an earlier-app `.pth` state dict (64-dim seed features) into the autoencoder."""
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    input_dim = int(state["encoder.0.weight"].shape[1])
+    model = Autoencoder(input_dim)
+    model.load_state_dict(state)
+    return model.eval()

@@ -1,0 +1,309 @@
+"""Train a model set on normal clips: both levels, cross-fitted calibration, artifacts + manifest.
+
+Calibration needs raw scores of normal clips the models did not see. With the few clips a new
+machine has (often 10-50), one held-out split is too small, so the calibration scores are
+*out-of-fold*: K models are trained on K-1 folds and score the held-out fold; the K x (1/K)
+held-out scores calibrate the final models, which are then trained on every clip.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from signalcraft_core import __version__
+from signalcraft_core.dsp.features import FeatureConfig, get_profile
+from signalcraft_core.dsp.inputs import ClipInputs, featurise
+from signalcraft_core.errors import SignalcraftError
+from signalcraft_core.io.audio import DEFAULT_AUDIO_CONFIG, AudioConfig, read_wav
+from signalcraft_core.models.calibration import Calibration, fit_calibration
+from signalcraft_core.models.forest import CompiledForest
+from signalcraft_core.models.grading import CRITICAL_SCORE, WARNING_SCORE
+from signalcraft_core.models.level1 import iforest_raw_score
+from signalcraft_core.models.level2 import score_level2
+from signalcraft_core.models.level2_numpy import NumpyScoringModule
+from signalcraft_core.models.manifest import (
+    MANIFEST_SCHEMA_VERSION,
+    artifact_entry,
+    sha256_bytes,
+    write_manifest,
+)
+from signalcraft_core.models.model_set import LEVEL1_ARTIFACT, LEVEL2_ARTIFACT
+from signalcraft_core.models.rules import RuleSet
+from signalcraft_core.training.autoencoder import (
+    HIDDEN_SIZES,
+    ScoringModule,
+    TrainConfig,
+    export_torchscript,
+    production_engine,
+    train_autoencoder,
+)
+from signalcraft_core.training.level1 import Level1Model
+
+#: Fewer clips leave each calibration fold's forest with too few samples to score anything.
+MIN_TRAINING_CLIPS = 5
+ANOMALY_DIR_NAMES = frozenset({"abnormal", "anomaly", "anomalous"})
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """Everything `signalcraft train` can set; recorded in the manifest."""
+
+    machine_type: str
+    profile: str = "default"
+    name: str | None = None
+    epochs: int = 50
+    seed: int = 0
+    warning_rate: float = 0.01
+    critical_rate: float = 0.001
+    calibration: str = "gamma"
+    folds: int = 5
+    preference: str = "hybrid"
+    n_estimators: int = 200
+    level1_jitter: float = 0.5
+    level1_samples: int = 256
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def find_wavs(paths: Sequence[str | Path], include_anomalies: bool = False) -> list[Path]:
+    """WAV files under the given files/folders, sorted.
+
+    Below a given folder, files in sub-folders named abnormal/anomaly are left out unless asked;
+    a file named explicitly, or a folder given explicitly, is always taken as the user meant it.
+    """
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_file():
+            if path.suffix.lower() == ".wav":
+                found.append(path)
+            continue
+        for p in sorted(q for q in path.rglob("*") if q.is_file() and q.suffix.lower() == ".wav"):
+            below = {part.lower() for part in p.relative_to(path).parts[:-1]}
+            if include_anomalies or not ANOMALY_DIR_NAMES & below:
+                found.append(p)
+    return sorted(set(found))
+
+
+def load_signals(
+    files: Sequence[Path], audio_config: AudioConfig = DEFAULT_AUDIO_CONFIG, progress: Progress | None = None
+) -> tuple[list[np.ndarray], list[Path], list[tuple[Path, SignalcraftError]]]:
+    """Decode the files; unreadable ones are reported, not fatal."""
+    signals, used, skipped = [], [], []
+    for i, f in enumerate(files):
+        try:
+            signals.append(read_wav(f, audio_config).samples)
+            used.append(f)
+        except SignalcraftError as exc:
+            skipped.append((f, exc))
+        if progress:
+            progress("decode", i + 1, len(files))
+    return signals, used, skipped
+
+
+def fold_indices(n: int, folds: int, seed: int) -> list[np.ndarray]:
+    order = np.random.default_rng(seed).permutation(n)
+    return [order[k::folds] for k in range(folds)]
+
+
+def out_of_fold_scores(data: ClipInputs, options: TrainingOptions, n_mels: int,
+                       progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Raw Level-1 and Level-2 scores of every clip from models that did not train on it (production engines)."""
+    n = data.level2.shape[0]
+    folds = max(2, min(options.folds, n))
+    oof_l2 = np.full(n, np.nan)
+    oof_l1 = np.full(n, np.nan)
+    for k, held in enumerate(fold_indices(n, folds, options.seed)):
+        fit_idx = np.setdiff1d(np.arange(n), held)
+        module, _ = train_autoencoder(data.level2[fit_idx], options.train)
+        oof_l2[held] = score_level2(production_engine(module), data.level2[held], n_mels).mse
+        forest = fit_level1(data.level1[fit_idx], options).production_forest()
+        oof_l1[held] = iforest_raw_score(forest, data.level1[held])
+        if progress:
+            progress("calibrate", k + 1, folds)
+    return oof_l1, oof_l2
+
+
+def jittered(descriptors: np.ndarray, samples: int, jitter: float, seed: int) -> np.ndarray:
+    """The clips plus Gaussian-jittered copies (sigma = `jitter` x each feature's spread), >= `samples` rows.
+
+    An IsolationForest fitted on 10 clips has trees 3 levels deep and cannot tell the edge of the
+    normal cloud from far outside it; fitted on a smoothed cloud of a few hundred points it can
+    (measured: held-out AUC on MIMII fan 0.58 -> 0.79, DCASE valve 0.70 -> 0.74). The original clips
+    are kept as they are; `jitter` 0 returns them unchanged.
+    """
+    x = np.asarray(descriptors, dtype=np.float64)
+    if jitter <= 0 or x.shape[0] >= samples:
+        return x
+    copies = int(np.ceil(samples / x.shape[0])) - 1
+    spread = np.nan_to_num(x.std(axis=0))
+    noise = np.random.default_rng(seed).standard_normal((copies * x.shape[0], x.shape[1]))
+    return np.concatenate([x, np.tile(x, (copies, 1)) + noise * spread * jitter])
+
+
+def fit_level1(descriptors: np.ndarray, options: TrainingOptions) -> Level1Model:
+    """The Level-1 forest (StandardScaler + IsolationForest) on jittered normal descriptors."""
+    x = jittered(descriptors, options.level1_samples, options.level1_jitter, options.seed)
+    return Level1Model(n_estimators=options.n_estimators, random_state=options.seed).fit(x)
+
+
+def resolve_options(options: TrainingOptions) -> TrainingOptions:
+    """Fold the top-level epochs and seed into the autoencoder recipe (what the manifest records)."""
+    train_cfg = TrainConfig(**{**asdict(options.train), "epochs": options.epochs, "seed": options.seed})
+    return TrainingOptions(**{**options.__dict__, "train": train_cfg})
+
+
+@dataclass
+class FittedLevels:
+    """Both levels fitted in memory with their calibrations: what `train` writes and `evaluate` scores.
+
+    It reads like a ModelSet (`level2_module`, `level1_pipeline`, ... are the production engines), so
+    models/decision.py scores it exactly as it scores a loaded set.
+    """
+
+    autoencoder: ScoringModule          # torch module, exported to autoencoder.pt
+    level1: Level1Model                 # scikit-learn pipeline, saved to level1.joblib
+    level2_module: NumpyScoringModule   # the autoencoder as production runs it
+    level2_calibration: Calibration
+    level1_pipeline: CompiledForest     # the forest as production runs it
+    level1_calibration: Calibration
+    rules: RuleSet
+    profile: FeatureConfig
+    preference: str
+    oof_level1: np.ndarray
+    oof_level2: np.ndarray
+    losses: list[float]
+    has_level1: bool = True
+    has_level2: bool = True
+
+
+def fit_levels(data: ClipInputs, options: TrainingOptions, profile: FeatureConfig,
+               progress: Progress | None = None) -> FittedLevels:
+    """Out-of-fold calibration, then both levels and the rules fitted on every clip of `data`.
+
+    `options` should come from `resolve_options`.
+    """
+    if len(data) < MIN_TRAINING_CLIPS:
+        raise ValueError(
+            f"training needs at least {MIN_TRAINING_CLIPS} normal clips (out-of-fold calibration), got {len(data)}"
+        )
+    oof_l1, oof_l2 = out_of_fold_scores(data, options, profile.n_mels, progress)
+    cal_l2 = fit_calibration(oof_l2, options.warning_rate, options.critical_rate, options.calibration)
+    cal_l1 = fit_calibration(oof_l1, options.warning_rate, options.critical_rate, options.calibration)
+    losses: list[float] = []
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        losses.append(loss)
+        if progress:
+            progress("train", epoch + 1, options.train.epochs)
+
+    module, _ = train_autoencoder(data.level2, options.train, on_epoch)
+    level1 = fit_level1(data.level1, options)
+    rules = RuleSet().fit(data.stats)
+    return FittedLevels(autoencoder=module, level1=level1, level2_module=production_engine(module),
+                        level2_calibration=cal_l2, level1_pipeline=level1.production_forest(),
+                        level1_calibration=cal_l1, rules=rules, profile=profile, preference=options.preference,
+                        oof_level1=oof_l1, oof_level2=oof_l2, losses=losses)
+
+
+def train_model_set(
+    signals: Sequence[np.ndarray],
+    out_dir: str | Path,
+    options: TrainingOptions,
+    source_files: Sequence[str | Path] = (),
+    command: str | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """Fit both levels on normal clips and write autoencoder.pt, level1.joblib and manifest.json."""
+    import sklearn
+    import torch
+
+    if len(signals) < MIN_TRAINING_CLIPS:
+        raise ValueError(
+            f"training needs at least {MIN_TRAINING_CLIPS} normal clips (out-of-fold calibration), got {len(signals)}"
+        )
+    profile = get_profile(options.profile)
+    options = resolve_options(options)
+    train_cfg = options.train
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = featurise(signals, profile)
+    fitted = fit_levels(data, options, profile, progress)
+    module, level1, rules = fitted.autoencoder, fitted.level1, fitted.rules
+    cal_l1, cal_l2, oof_l1, oof_l2, losses = (
+        fitted.level1_calibration, fitted.level2_calibration, fitted.oof_level1, fitted.oof_level2, fitted.losses
+    )
+    export_torchscript(module, out / "autoencoder.pt")
+    level1.save(out / "level1.joblib")
+
+    from signalcraft_core.dsp.descriptors import LEVEL1_FEATURE_NAMES
+
+    manifest = {
+        "schema_version": MANIFEST_SCHEMA_VERSION,
+        "name": options.name or f"{options.machine_type}-{profile.name}",
+        "version": "",
+        "machine_type": options.machine_type,
+        "created_at": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "preference": options.preference,
+        "profile": profile.to_dict(),
+        "artifacts": {
+            LEVEL2_ARTIFACT: artifact_entry(out, "autoencoder.pt"),
+            LEVEL1_ARTIFACT: artifact_entry(out, "level1.joblib"),
+        },
+        "level2": {
+            "input_dim": int(data.level2.shape[1]),
+            "hidden_sizes": list(HIDDEN_SIZES),
+            "train": asdict(train_cfg),
+            "calibration": cal_l2.to_dict(),
+        },
+        "level1": {
+            "features": list(LEVEL1_FEATURE_NAMES),
+            "n_estimators": options.n_estimators,
+            "fit_samples": options.level1_samples,
+            "jitter": options.level1_jitter,
+            "calibration": cal_l1.to_dict(),
+            "rules": rules.to_dict(),
+        },
+        "training": {
+            "clips": len(signals),
+            "files_sha256": sha256_bytes("\n".join(sorted(str(f) for f in source_files)).encode()),
+            "date": dt.date.today().isoformat(),
+            "folds": options.folds,
+            "final_loss": losses[-1] if losses else None,
+            "command": command,
+            "versions": {
+                "signalcraft": __version__,
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "numpy": np.__version__,
+                "scikit-learn": sklearn.__version__,
+            },
+        },
+        "validation": validation_summary(oof_l1, oof_l2, cal_l1, cal_l2),
+    }
+    write_manifest(out, manifest)
+    return json.loads((out / "manifest.json").read_text())
+
+
+def validation_summary(oof_l1: np.ndarray, oof_l2: np.ndarray, cal_l1: Calibration, cal_l2: Calibration) -> dict:
+    """Out-of-fold alarm rates on the normal training clips (a sanity check of the calibration)."""
+
+    def rates(cal: Calibration, raw: np.ndarray) -> dict:
+        s = cal.score(raw)
+        return {
+            "clips": int(raw.size),
+            "warning_rate": float(np.mean(s >= WARNING_SCORE)),
+            "critical_rate": float(np.mean(s >= CRITICAL_SCORE)),
+            "raw_median": float(np.median(raw)),
+            "warning_raw": cal.warning_raw,
+            "critical_raw": cal.critical_raw,
+        }
+
+    return {"method": "out-of-fold on normal training clips", "level1": rates(cal_l1, oof_l1), "level2": rates(cal_l2, oof_l2)}
