@@ -72,6 +72,14 @@ GRADE_SCHEMA: pa.Schema = pa.schema(
     metadata={"signalcraft.schema_version": str(SCHEMA_VERSION)},
 )
 
+#: Hive partition folders of the grades prefix: `dt=YYYY-MM-DD/machine_type=T/`. `dt` is the UTC day of
+#: the recording object's LastModified (every path agrees on it; no event sender can forge it).
+PARTITION_COLUMNS = ("dt", "machine_type")
+#: What a Parquet file holds: the record without its partition columns, so every reader (pyarrow
+#: dataset, pandas, DuckDB, Athena) gets machine_type from the folder alone and nothing clashes.
+FILE_SCHEMA: pa.Schema = pa.schema([f for f in GRADE_SCHEMA if f.name not in PARTITION_COLUMNS],
+                                   metadata=GRADE_SCHEMA.metadata)
+
 _FLOAT_FIELDS = frozenset(f.name for f in GRADE_SCHEMA if pa.types.is_float32(f.type))
 _INT_FIELDS = frozenset(f.name for f in GRADE_SCHEMA if pa.types.is_integer(f.type))
 _TS_FIELDS = frozenset(f.name for f in GRADE_SCHEMA if pa.types.is_timestamp(f.type))
