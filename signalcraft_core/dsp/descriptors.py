@@ -1,6 +1,7 @@
 """The Level-1 descriptor vector: a few dozen explainable numbers per clip for the IsolationForest and its rules.
 
-All frame-wise descriptors come from one centred STFT (``features.stft``: n_fft 2048, hop 512, periodic
+All frame-wise descriptors come from one centred STFT (``features.spectral_pass``, shared with the log-mel
+features when the profile's frames match: n_fft 2048, hop 512, periodic
 Hann, zero padding of n_fft/2 on each side, so a clip of L samples has 1 + L // 512 frames). With
 ``|X|`` the magnitude spectrum of a frame, ``f_k`` the bin frequencies in Hz and ``x`` the raw
 (unwindowed) samples of the same 2048-sample frame:
@@ -38,11 +39,11 @@ import numpy as np
 
 from signalcraft_core.dsp.features import (
     FeatureConfig,
-    frame_signals,
+    Spectrum,
     iter_equal_length_batches,
     mel_filterbank,
     power_to_db,
-    rfft_frames,
+    spectral_pass,
 )
 
 N_FFT = 2048
@@ -71,7 +72,7 @@ LEVEL1_FEATURE_NAMES: tuple[str, ...] = (
 )
 
 # Working set per input sample of one stacked batch (frames, spectrum, float64 magnitude, temporaries).
-_BYTES_PER_SAMPLE = 96
+BYTES_PER_SAMPLE = 96
 
 
 @functools.lru_cache(maxsize=8)
@@ -94,13 +95,17 @@ def _dct_matrix(n_out: int, n_in: int) -> np.ndarray:
 def _frame_sign_changes(batch: np.ndarray, n_frames: int) -> np.ndarray:
     """(n, T) sign changes between adjacent samples inside each centred frame, counted once per clip.
 
-    A running count of changes over the zero-padded clip, differenced at the frame edges: the same
-    integers as counting inside every (overlapping) frame, with a quarter of the work.
+    A running count of changes over the zero-padded clip (padding counts as positive), differenced at
+    the frame edges: the same integers as counting inside every (overlapping) frame, with a quarter of
+    the work. int32 counts: a clip would need 2**31 samples to overflow them.
     """
     pad = N_FFT // 2
-    negative = np.pad(batch, ((0, 0), (pad, pad))) < -ZCR_THRESHOLD
-    running = np.zeros((batch.shape[0], negative.shape[1]), dtype=np.int64)
-    np.cumsum(negative[:, 1:] != negative[:, :-1], axis=1, out=running[:, 1:])
+    n, length = batch.shape
+    negative = np.zeros((n, length + 2 * pad), dtype=bool)
+    np.less(batch, -ZCR_THRESHOLD, out=negative[:, pad:pad + length])
+    running = np.empty(negative.shape, dtype=np.int32)
+    running[:, 0] = 0
+    np.cumsum(negative[:, 1:] != negative[:, :-1], axis=1, dtype=np.int32, out=running[:, 1:])
     starts = np.arange(n_frames) * HOP_LENGTH
     return running[:, starts + N_FFT - 1] - running[:, starts]
 
@@ -110,13 +115,16 @@ def _mean_std(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x.mean(axis=1), x.std(axis=1)
 
 
-def _batch_features(batch: np.ndarray, sample_rate: int) -> np.ndarray:
-    """(n, samples) float32 -> (n, d) float64 descriptor vectors."""
-    frames = frame_signals(batch, N_FFT, HOP_LENGTH)  # (n, T, N_FFT) view on the zero-padded clips
-    spec = rfft_frames(frames)
-    power = np.square(spec.real)
-    power += np.square(spec.imag)
-    del spec
+def spectrum_matches(spectrum: Spectrum) -> bool:
+    """True when the descriptors can be read from ``spectrum`` (their own frame size and hop)."""
+    return spectrum.n_fft == N_FFT and spectrum.hop_length == HOP_LENGTH
+
+
+def descriptors_from_spectrum(batch: np.ndarray, spectrum: Spectrum, sample_rate: int) -> np.ndarray:
+    """(n, samples) float32 clips and their `Spectrum` (n_fft 2048, hop 512) -> (n, d) float64 descriptors."""
+    if not spectrum_matches(spectrum):
+        raise ValueError(f"descriptors need n_fft {N_FFT}, hop {HOP_LENGTH}; got {spectrum.n_fft}, {spectrum.hop_length}")
+    frames, power = spectrum.frames, spectrum.power   # (n, T, N_FFT) view, (n, T, bins) |X|**2
 
     # MFCC from the mel power spectrogram in dB (per-clip top_db floor).
     mel = power @ np.ascontiguousarray(mel_filterbank(_mel_config(sample_rate)).T)  # (n, T, mels)
@@ -125,7 +133,6 @@ def _batch_features(batch: np.ndarray, sample_rate: int) -> np.ndarray:
 
     # Magnitude-spectrum descriptors in float64 (bandwidth and roll-off sum many small terms).
     mag = np.sqrt(power, dtype=np.float64)
-    del power
     freqs = np.fft.rfftfreq(N_FFT, d=1.0 / sample_rate)
     total = mag.sum(axis=-1)
     safe_total = np.where(total > 0, total, 1.0)
@@ -170,6 +177,6 @@ def level1_features(signal: np.ndarray, sample_rate: int = 16000) -> np.ndarray:
 def level1_features_batch(signals: Sequence[np.ndarray], sample_rate: int = 16000) -> np.ndarray:
     """(n, len(LEVEL1_FEATURE_NAMES)) float64; equal-length clips share one STFT, order is preserved."""
     out = np.empty((len(signals), len(LEVEL1_FEATURE_NAMES)), dtype=np.float64)
-    for idx, batch in iter_equal_length_batches(signals, _BYTES_PER_SAMPLE):
-        out[idx] = _batch_features(batch, sample_rate)
+    for idx, batch in iter_equal_length_batches(signals, BYTES_PER_SAMPLE):
+        out[idx] = descriptors_from_spectrum(batch, spectral_pass(batch, N_FFT, HOP_LENGTH), sample_rate)
     return out

@@ -298,11 +298,47 @@ def power_to_db(spec: np.ndarray, db_ref: str, top_db: float | None, axis: tuple
     return out
 
 
-def _log_mel_stack(batch: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    """(n, samples) -> (n, n_mels, frames) float32 after dB and clip scaling."""
-    spec = stft(batch, config.n_fft, config.hop_length)
-    mel = power_spectrum(spec, config.power) @ _mel_fb_t(config)  # (n, frames, n_mels)
-    del spec
+@dataclass(frozen=True)
+class Spectrum:
+    """One STFT pass over equal-length clips, shared by the log-mel features and the Level-1 descriptors.
+
+    ``frames`` is the (n, T, n_fft) float32 view of the centred, zero-padded clips (unwindowed);
+    ``power`` is ``|X|**2`` of their periodic-Hann rfft, (n, T, 1 + n_fft // 2) float32, time-major.
+    Readers never write into either.
+    """
+
+    frames: np.ndarray
+    power: np.ndarray
+    n_fft: int
+    hop_length: int
+
+    def matches(self, config: FeatureConfig) -> bool:
+        """True when ``config``'s log-mel can be read from this pass (same frame size and hop)."""
+        return self.n_fft == config.n_fft and self.hop_length == config.hop_length
+
+
+def spectral_pass(batch: np.ndarray, n_fft: int, hop_length: int) -> Spectrum:
+    """(n, samples) equal-length clips -> their `Spectrum`: one float32 rfft of every frame."""
+    frames = frame_signals(np.asarray(batch, dtype=np.float32), n_fft, hop_length)
+    power = power_spectrum(rfft_frames(frames), 2.0)
+    power.setflags(write=False)
+    return Spectrum(frames=frames, power=power, n_fft=n_fft, hop_length=hop_length)
+
+
+def spectral_bytes_per_sample(n_fft: int, hop_length: int) -> int:
+    """Working set per input sample of one `spectral_pass`: n_fft / hop windowed-frame values (4 bytes),
+    complex spectrum values (8) and power values (4) per sample."""
+    return 16 * max(1, n_fft // hop_length)
+
+
+def log_mel_from_spectrum(spectrum: Spectrum, config: FeatureConfig) -> np.ndarray:
+    """(n, n_mels, frames) float32 log-mel of a `Spectrum` whose frame size and hop match ``config``."""
+    if not spectrum.matches(config):
+        raise ValueError(f"spectrum (n_fft {spectrum.n_fft}, hop {spectrum.hop_length}) does not match "
+                         f"profile {config.name!r} (n_fft {config.n_fft}, hop {config.hop_length})")
+    power = spectrum.power if config.power == 2.0 else np.power(spectrum.power, config.power / 2.0)
+    mel = power @ _mel_fb_t(config)  # (n, frames, n_mels)
+    del power
     per_clip = (1, 2)
     out = power_to_db(mel, config.db_ref, config.top_db, axis=per_clip)
     if config.clip_scaling == "minmax":
@@ -311,6 +347,11 @@ def _log_mel_stack(batch: np.ndarray, config: FeatureConfig) -> np.ndarray:
         out -= lo
         out /= hi - lo + np.float32(1e-6)
     return np.ascontiguousarray(out.transpose(0, 2, 1))
+
+
+def _log_mel_stack(batch: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """(n, samples) -> (n, n_mels, frames) float32 after dB and clip scaling."""
+    return log_mel_from_spectrum(spectral_pass(batch, config.n_fft, config.hop_length), config)
 
 
 def log_mel(signal: np.ndarray, config: FeatureConfig) -> np.ndarray:
@@ -366,6 +407,15 @@ def clip_features(signals: Sequence[np.ndarray], config: FeatureConfig) -> np.nd
     """(n_clips, dim) float32: ``pool(log_mel(clip))`` for every clip."""
     specs = log_mel_batch(signals, config)
     out = np.empty((len(specs), config.dim), dtype=np.float32)
+    for i, s in enumerate(specs):
+        out[i] = pool(s, config)
+    return out
+
+
+def features_from_spectrum(spectrum: Spectrum, config: FeatureConfig) -> np.ndarray:
+    """(n, dim) float32: ``clip_features`` of the clips of one `Spectrum` (same numbers, no second STFT)."""
+    specs = log_mel_from_spectrum(spectrum, config)
+    out = np.empty((specs.shape[0], config.dim), dtype=np.float32)
     for i, s in enumerate(specs):
         out[i] = pool(s, config)
     return out

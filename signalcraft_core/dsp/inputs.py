@@ -14,8 +14,21 @@ from typing import Sequence
 
 import numpy as np
 
-from signalcraft_core.dsp.descriptors import level1_features_batch
-from signalcraft_core.dsp.features import FeatureConfig, clip_features
+from signalcraft_core.dsp.descriptors import (
+    BYTES_PER_SAMPLE as DESCRIPTOR_BYTES_PER_SAMPLE,
+    HOP_LENGTH,
+    LEVEL1_FEATURE_NAMES,
+    N_FFT,
+    descriptors_from_spectrum,
+    level1_features_batch,
+)
+from signalcraft_core.dsp.features import (
+    FeatureConfig,
+    clip_features,
+    features_from_spectrum,
+    iter_equal_length_batches,
+    spectral_pass,
+)
 from signalcraft_core.dsp.signal_stats import SignalStats, signal_stats_batch
 
 _stats_pool: ThreadPoolExecutor | None = None
@@ -55,12 +68,35 @@ class ClipInputs:
         )
 
 
+def shares_spectrum(profile: FeatureConfig) -> bool:
+    """True when the profile's log-mel and the Level-1 descriptors can read one STFT (same n_fft and hop)."""
+    return profile.n_fft == N_FFT and profile.hop_length == HOP_LENGTH
+
+
+def _level2_and_level1(signals: Sequence[np.ndarray], profile: FeatureConfig,
+                       sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """Both levels' vectors from one float32 STFT per group of equal-length clips (capped in memory)."""
+    level2 = np.empty((len(signals), profile.dim), dtype=np.float32)
+    level1 = np.empty((len(signals), len(LEVEL1_FEATURE_NAMES)), dtype=np.float64)
+    for idx, batch in iter_equal_length_batches(signals, DESCRIPTOR_BYTES_PER_SAMPLE):
+        spectrum = spectral_pass(batch, N_FFT, HOP_LENGTH)
+        level2[idx] = features_from_spectrum(spectrum, profile)
+        level1[idx] = descriptors_from_spectrum(batch, spectrum, sample_rate)
+        del spectrum
+    return level2, level1
+
+
 def featurise(signals: Sequence[np.ndarray], profile: FeatureConfig, sample_rate: int = 16000, *,
               level2: bool = True, level1: bool = True, rules: bool = True) -> ClipInputs:
-    """The inputs of every clip; the rules' FFTs run on a second thread beside the rest."""
+    """The inputs of every clip; the rules' FFTs run on a second thread beside the rest.
+
+    When both levels are wanted and the profile's frames are the descriptors' (n_fft 2048, hop 512:
+    `default` and `seed`), one STFT serves both, with the same numbers as two separate passes.
+    """
     stats_future = _stats_worker().submit(signal_stats_batch, signals, sample_rate) if rules else None
-    return ClipInputs(
-        level2=clip_features(signals, profile) if level2 else None,
-        level1=level1_features_batch(signals, sample_rate) if level1 else None,
-        stats=stats_future.result() if stats_future is not None else None,
-    )
+    if level2 and level1 and shares_spectrum(profile):
+        l2, l1 = _level2_and_level1(signals, profile, sample_rate)
+    else:
+        l2 = clip_features(signals, profile) if level2 else None
+        l1 = level1_features_batch(signals, sample_rate) if level1 else None
+    return ClipInputs(level2=l2, level1=l1, stats=stats_future.result() if stats_future is not None else None)
