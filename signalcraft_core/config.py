@@ -1,0 +1,101 @@
+"""The one place that reads the environment: every handler setting, validated once at the cold start.
+
+template.yaml sets these variables; `signalcraft` local commands set the same ones. A bad value is a
+`ConfigError` naming the variable (the function fails its invocation and Lambda retries; the CLI
+prints one line), never a per-recording error record.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from signalcraft_core.errors import ConfigError
+
+#: Which level decides the grade: both (the more severe), or one of them.
+PREFERENCES = ("hybrid", "level1", "level2")
+#: What the nightly sweep grades: what is new since the last sweep, or everything again.
+SWEEP_MODES = ("incremental", "backfill")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The handlers' settings (names are the environment variables, lower-cased)."""
+
+    output_bucket: str | None = None
+    output_prefix: str = "grades/"
+    model_uri: str | None = None
+    preference: str = "hybrid"
+    suffixes: tuple[str, ...] = (".wav",)
+    max_bytes: int = 256 * 1024 * 1024
+    max_seconds: float = 600.0
+    batch_size: int = 16  # clips scored together: batching gains level off, memory keeps growing
+    io_threads: int = 8
+    model_check_seconds: float = 300.0
+    key_pattern: re.Pattern[str] | None = None
+    sweep_bucket: str | None = None
+    sweep_prefix: str = ""
+    sweep_overlap_hours: float = 24.0
+    level2_engine: str = "auto"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        return cls(
+            output_bucket=env.get("OUTPUT_BUCKET") or None,
+            output_prefix=_prefix(env.get("OUTPUT_PREFIX", cls.output_prefix)),
+            model_uri=env.get("MODEL_URI") or None,
+            preference=_choice(env, "MODEL_PREFERENCE", PREFERENCES),
+            suffixes=tuple(s.strip() for s in env.get("SUFFIXES", ".wav").split(",") if s.strip()),
+            max_bytes=_number(env, "MAX_OBJECT_BYTES", cls.max_bytes, int, 0),
+            max_seconds=_number(env, "MAX_SECONDS", cls.max_seconds, float, 1),
+            batch_size=_number(env, "BATCH_SIZE", cls.batch_size, int, 1),
+            io_threads=_number(env, "IO_THREADS", cls.io_threads, int, 1),
+            model_check_seconds=_number(env, "MODEL_CHECK_SECONDS", cls.model_check_seconds, float, 0),
+            key_pattern=key_pattern(env.get("KEY_PATTERN") or None),
+            sweep_bucket=env.get("SWEEP_BUCKET") or None,
+            sweep_prefix=env.get("SWEEP_PREFIX", ""),
+            sweep_overlap_hours=_number(env, "SWEEP_OVERLAP_HOURS", cls.sweep_overlap_hours, float, 0),
+            level2_engine=_choice(env, "SIGNALCRAFT_LEVEL2_ENGINE", ("auto", "torch")),
+        )
+
+
+def key_pattern(pattern: str | None) -> re.Pattern[str] | None:
+    """KEY_PATTERN compiled; it must name a `machine_type` group (the model set is chosen by it)."""
+    if pattern is None:
+        return None
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError("KEY_PATTERN", f"{pattern!r} is not a valid regular expression ({exc})") from None
+    if "machine_type" not in compiled.groupindex:
+        raise ConfigError("KEY_PATTERN", f"{pattern!r} has no (?P<machine_type>...) group")
+    return compiled
+
+
+def _prefix(value: str) -> str:
+    value = (value or "").lstrip("/")
+    return value if not value or value.endswith("/") else value + "/"
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name) or choices[0]
+    if value not in choices:
+        raise ConfigError(name, f"must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
+def _number(env: Mapping[str, str], name: str, default: float, kind: type, minimum: float) -> Any:
+    """A numeric setting; a typo names the variable (not a bare int() error)."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = kind(raw.strip())
+    except ValueError:
+        raise ConfigError(name, f"must be {'an integer' if kind is int else 'a number'}, not {raw!r}") from None
+    if not value >= minimum:  # also refuses NaN
+        raise ConfigError(name, f"must be >= {minimum:g}, not {raw!r}")
+    return value

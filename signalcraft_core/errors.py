@@ -25,6 +25,7 @@ class ErrorCode(str, Enum):
     STORAGE_ERROR = "storage_error"      # object store failed after retries
     MODEL_ERROR = "model_error"          # no usable model set (missing, hash mismatch)
     INTERNAL_ERROR = "internal_error"    # a bug: logged with a traceback, still one record
+    CONFIG_ERROR = "config_error"        # a handler setting is invalid: raised at the cold start, never a record
 
 
 class SignalcraftError(Exception):
@@ -54,3 +55,11 @@ class ModelError(SignalcraftError):
 
 class StorageError(SignalcraftError):
     """The object store or file system could not give us the bytes."""
+
+
+class ConfigError(SignalcraftError, ValueError):
+    """A setting (an environment variable) has a value we cannot use; the message names the variable."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(ErrorCode.CONFIG_ERROR, f"{variable} {problem}")
+        self.variable = variable

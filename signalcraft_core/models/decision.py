@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from signalcraft_core.dsp.inputs import ClipInputs
-from signalcraft_core.models.grading import PREFERENCES, combine
+from signalcraft_core.models.grading import combine
 from signalcraft_core.models.level1 import iforest_raw_score
 from signalcraft_core.models.level2 import score_level2
 from signalcraft_core.models.rules import RuleHit
@@ -40,8 +40,6 @@ class Decision:
 def levels_used(model_set: Any, preference: str | None) -> tuple[bool, bool]:
     """(Level 1 runs, Level 2 runs) for a preference; a set lacking the preferred level uses the other."""
     preference = preference or model_set.preference
-    if preference not in PREFERENCES:
-        raise ValueError(f"preference must be one of {', '.join(PREFERENCES)}, not {preference!r}")
     use_level2 = model_set.has_level2 and (preference != "level1" or not model_set.has_level1)
     use_level1 = model_set.has_level1 and (preference != "level2" or not model_set.has_level2)
     return use_level1, use_level2

@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 from enum import Enum
 
+from signalcraft_core.config import PREFERENCES
+
 #: A calibrated score of 50 is the WARNING threshold, 80 the CRITICAL one (see calibration.py).
 WARNING_SCORE = 50.0
 CRITICAL_SCORE = 80.0
-PREFERENCES = ("hybrid", "level1", "level2")
 
 
 class Grade(str, Enum):

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any, Iterable, Sequence
 
+from signalcraft_core.config import Settings
 from signalcraft_core.errors import ErrorCode, SignalcraftError, StorageError
 from signalcraft_core.io.audio import AudioConfig
 from signalcraft_core.io.events import ObjectRef, is_own_output, wanted
 from signalcraft_core.io.keys import parse_key
-from signalcraft_core.models.grading import PREFERENCES
 from signalcraft_core.models.model_store import ModelStore
 from signalcraft_core.pipeline.records import GradeRecord, record_id
 from signalcraft_core.pipeline.score import ClipScore, score_payloads
@@ -28,57 +27,9 @@ log = logging.getLogger(__name__)
 TRANSIENT_CODES = frozenset({ErrorCode.STORAGE_ERROR.value, ErrorCode.MODEL_ERROR.value})
 
 
-@dataclass(frozen=True)
-class JobConfig:
-    """The handlers' settings, read from their environment (template.yaml sets them)."""
-
-    output_bucket: str | None = None
-    output_prefix: str = "grades/"
-    model_uri: str | None = None
-    preference: str = "hybrid"
-    suffixes: tuple[str, ...] = (".wav",)
-    max_bytes: int = 256 * 1024 * 1024
-    batch_size: int = 16  # clips scored together: batching gains level off, memory keeps growing
-    io_threads: int = 8
-    model_check_seconds: float = 300.0
-    key_pattern: str | None = None
-    audio: AudioConfig = field(default_factory=AudioConfig)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "JobConfig":
-        env = os.environ if env is None else env
-        preference = env.get("MODEL_PREFERENCE") or "hybrid"
-        if preference not in PREFERENCES:
-            raise ValueError(f"MODEL_PREFERENCE must be one of {', '.join(PREFERENCES)}, not {preference!r}")
-        prefix = env.get("OUTPUT_PREFIX", "grades/")
-        max_bytes = _env_number(env, "MAX_OBJECT_BYTES", cls.max_bytes, int, 0)
-        return cls(
-            output_bucket=env.get("OUTPUT_BUCKET") or None,
-            output_prefix=prefix if not prefix or prefix.endswith("/") else prefix + "/",
-            model_uri=env.get("MODEL_URI") or None,
-            preference=preference,
-            suffixes=tuple(s.strip() for s in env.get("SUFFIXES", ".wav").split(",") if s.strip()),
-            max_bytes=max_bytes,
-            batch_size=_env_number(env, "BATCH_SIZE", cls.batch_size, int, 1),
-            io_threads=_env_number(env, "IO_THREADS", cls.io_threads, int, 1),
-            model_check_seconds=_env_number(env, "MODEL_CHECK_SECONDS", cls.model_check_seconds, float, 0),
-            key_pattern=env.get("KEY_PATTERN") or None,
-            audio=AudioConfig(max_bytes=max_bytes, max_seconds=_env_number(env, "MAX_SECONDS", 600.0, float, 1)),
-        )
-
-
-def _env_number(env: Mapping[str, str], name: str, default: float, kind: type, minimum: float) -> Any:
-    """A numeric setting; a typo is a configuration error that names the variable (not a bare int() error)."""
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = kind(raw.strip())
-    except ValueError:
-        raise ValueError(f"{name} must be {'an integer' if kind is int else 'a number'}, not {raw!r}") from None
-    if not value >= minimum:  # also refuses NaN
-        raise ValueError(f"{name} must be >= {minimum:g}, not {raw!r}")
-    return value
+def audio_config(settings: Settings) -> AudioConfig:
+    """The decoder limits the settings give (MAX_OBJECT_BYTES, MAX_SECONDS)."""
+    return AudioConfig(max_bytes=settings.max_bytes, max_seconds=settings.max_seconds)
 
 
 def _utc(value: Any) -> dt.datetime | None:
@@ -93,7 +44,7 @@ def _utc(value: Any) -> dt.datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 
-def refusal(ref: ObjectRef, config: JobConfig) -> str | None:
+def refusal(ref: ObjectRef, config: Settings) -> str | None:
     """Why a ref is not graded at all (wrong suffix, our own output), or None."""
     if is_own_output(ref, config.output_bucket, config.output_prefix):
         return "own output prefix"
@@ -102,7 +53,7 @@ def refusal(ref: ObjectRef, config: JobConfig) -> str | None:
     return None
 
 
-def _fetch(client: Any, ref: ObjectRef, config: JobConfig) -> tuple[ObjectRef, bytes | SignalcraftError]:
+def _fetch(client: Any, ref: ObjectRef, config: Settings) -> tuple[ObjectRef, bytes | SignalcraftError]:
     """Download one recording; an event without a size gets it from a HEAD first (size limit before download).
 
     The ref that comes back carries the ETag, size and version id of the bytes actually downloaded
@@ -163,7 +114,7 @@ def to_record(ref: ObjectRef, result: ClipScore, model_set: Any, key_info: Any, 
     )
 
 
-def grade_objects(refs: Sequence[ObjectRef], client: Any, store: ModelStore, config: JobConfig) -> list[GradeRecord]:
+def grade_objects(refs: Sequence[ObjectRef], client: Any, store: ModelStore, config: Settings) -> list[GradeRecord]:
     """One record per ref, in order: downloads overlap on a thread pool, scoring is batched per model set."""
     scored_at = dt.datetime.now(dt.timezone.utc)
     records: list[GradeRecord | None] = [None] * len(refs)
@@ -180,7 +131,7 @@ def grade_objects(refs: Sequence[ObjectRef], client: Any, store: ModelStore, con
                 continue
             groups.setdefault(id(model_set), (model_set, []))[1].append((i, ref, payload, info))
         for model_set, members in groups.values():
-            results = score_payloads(model_set, [m[2] for m in members], config.audio, config.preference)
+            results = score_payloads(model_set, [m[2] for m in members], audio_config(config), config.preference)
             for (i, ref, _payload, info), result in zip(members, results):
                 records[i] = to_record(ref, result, model_set, info, scored_at)
     return [r for r in records if r is not None]

@@ -10,15 +10,15 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from signalcraft_core.config import Settings
 from signalcraft_core.errors import ModelError
 from signalcraft_core.logs import configure
 from signalcraft_core.models.model_store import ModelStore
-from signalcraft_core.pipeline.grade import JobConfig
 
 
 @dataclass
 class Runtime:
-    config: JobConfig
+    config: Settings
     client: Any
     store: ModelStore
 
@@ -43,7 +43,7 @@ def get_runtime() -> Runtime:
             from signalcraft_core.io.objects import s3_client
 
             configure()
-            config = JobConfig.from_env()
+            config = Settings.from_env()
             client = s3_client()
             store = ModelStore(config.model_uri, check_interval_s=config.model_check_seconds,
                                client=client, key_pattern=config.key_pattern)
