@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import re
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
@@ -13,9 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from signalcraft_core.io.events import (
+    FUNCTION_FOR,
+    MAX_JSON_DEPTH,
     EventItem,
     ObjectRef,
+    eventbridge_key,
     is_own_output,
+    json_depth,
     parse_event,
     parse_map_batch,
     parse_sweep_event,
@@ -81,7 +86,9 @@ def sqs_of(*bodies: str, ids: tuple[str, ...] | None = None) -> dict:
 )
 def test_sample_upload_events_name_the_decoded_key(name: str, source: str) -> None:
     ref = only_ref(parse_event(load(name)))
-    assert (ref.bucket, ref.key, ref.source) == (BUCKET, KEY, source)
+    # EventBridge keys are taken raw: the sample's '+' is a literal plus there, not an encoded space.
+    expected = KEY.replace(" ", "+") if source == "eventbridge" else KEY
+    assert (ref.bucket, ref.key, ref.source) == (BUCKET, expected, source)
 
 
 def test_samples_carry_the_encodings_they_claim() -> None:
@@ -141,9 +148,42 @@ def test_sqs_batch_sample_accounts_per_message() -> None:
 def test_keys_decode(raw: str, decoded: str) -> None:
     assert only_ref(parse_event(s3_event(raw))).key == decoded
     assert only_ref(parse_event(s3_event(raw, "s3:ObjectCreated:Put", "minio:s3"))).key == decoded
-    assert only_ref(parse_event(eventbridge_event(raw))).key == decoded
     body = json.dumps(s3_event(raw))
     assert only_ref(parse_event(sqs_of(body))).key == decoded
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        # Raw keys, as EventBridge shows them: kept exactly.
+        ("site-a/pump/rec+0001.wav", "site-a/pump/rec+0001.wav"),  # '+' is a plus, never a space
+        ("site-a/pump/rec 0001.wav", "site-a/pump/rec 0001.wav"),
+        ("pump/t=05:00.wav", "pump/t=05:00.wav"),
+        ("pump/100% load.wav", "pump/100% load.wav"),
+        ("pump/100%.wav", "pump/100%.wav"),  # a lone '%' is no escape
+        ("pump/a+b%2.wav", "pump/a+b%2.wav"),
+        ("Lüfter/ü 1.wav", "Lüfter/ü 1.wav"),
+        ("pump/100%25 load.wav", "pump/100%25 load.wav"),  # a space next to it: raw, even with an escape
+        # Keys that look encoded (only encoder output, and an escape): decoded.
+        ("site-a/pump/rec%200001.wav", "site-a/pump/rec 0001.wav"),
+        (quote("Lüfter/ü 1.wav"), "Lüfter/ü 1.wav"),
+        ("pump/a%2Bb.wav", "pump/a+b.wav"),
+        ("pump/t%3D05%3A00.wav", "pump/t=05:00.wav"),
+    ],
+)
+def test_eventbridge_keys_are_taken_raw_unless_they_look_encoded(raw: str, key: str) -> None:
+    assert eventbridge_key(raw) == key
+    assert only_ref(parse_event(eventbridge_event(raw))).key == key
+    (item,) = parse_event(sqs_of(json.dumps(eventbridge_event(raw))))
+    assert [r.key for r in item.refs] == [key]
+
+
+@settings(max_examples=80, deadline=None)
+@given(key=st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=40))
+def test_eventbridge_raw_and_quoted_keys_survive(key: str) -> None:
+    assert eventbridge_key(quote(key)) == key  # an encoded key always comes back
+    if not re.search(r"%[0-9A-Fa-f]{2}", key) or re.search(r"[^A-Za-z0-9\-_.~*/+%]", key):
+        assert eventbridge_key(key) == key  # a raw key comes back unless it reads as encoded
 
 
 keys = st.text(
@@ -225,8 +265,27 @@ def test_sns_invoking_lambda_directly() -> None:
 
 
 def test_eventbridge_event_delivered_through_sqs() -> None:
-    (item,) = parse_event(sqs_of(json.dumps(load("eventbridge-object-created.json"))))
+    (item,) = parse_event(sqs_of(json.dumps(eventbridge_event(KEY))))
     assert [(r.key, r.source) for r in item.refs] == [(KEY, "sqs")]
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 100_000])
+def test_a_deeply_nested_sqs_body_fails_only_its_message(depth: int) -> None:
+    good = json.dumps(s3_event("pump/ok.wav"))
+    nested = "[" * depth + "]" * depth
+    envelope = json.dumps({"Type": "Notification", "Message": nested})
+    ok, bad, bad_sns, ok2 = parse_event(sqs_of(good, nested, envelope, good, ids=("a", "b", "c", "d")))
+    assert [r.key for r in ok.refs] == [r.key for r in ok2.refs] == ["pump/ok.wav"]
+    for item in (bad, bad_sns):
+        assert item.refs == () and item.error and "nested" in item.error and "\n" not in item.error
+
+
+def test_nesting_within_the_limit_is_parsed_and_brackets_in_strings_do_not_count() -> None:
+    assert json_depth('{"a": [1, {"b": "[[[[{{{{"}]}') == 3
+    assert json_depth('"\\"[[["') == 0 and json_depth("[" * 10) == 10
+    event = s3_event("pump/[x]{y}.wav")
+    event["Records"][0]["s3"]["object"]["userMetadata"] = json.loads("[" * 40 + "]" * 40)
+    assert only_ref(parse_event(sqs_of(json.dumps(event)))).key == "pump/[x]{y}.wav"
 
 
 @pytest.mark.parametrize(
@@ -284,6 +343,44 @@ def test_unknown_top_level_shape_raises_one_line(event: dict) -> None:
     assert str(info.value) and "\n" not in str(info.value)
 
 
+SCHEDULED_FOR = "this is a scheduled event: invoke FleetSweepFunction"
+SWEEP_FOR = "this is a sweep request: invoke FleetSweepFunction"
+MAP_FOR = "this is a Distributed Map batch: invoke SweepBatchFunction"
+OBJECT_FOR = "this is an S3/MinIO/EventBridge/SQS object event: invoke ScoreUploadFunction"
+
+
+@pytest.mark.parametrize(
+    ("parse", "event", "message"),
+    [
+        (parse_event, load("scheduled-event.json"), SCHEDULED_FOR),
+        (parse_event, load("schedule.json"), SWEEP_FOR),
+        (parse_event, {"action": "compact", "date": "2024-05-14"}, SWEEP_FOR),
+        (parse_event, load("map-batch.json"), MAP_FOR),
+        (parse_sweep_event, load("s3-put.json"), OBJECT_FOR),
+        (parse_sweep_event, load("eventbridge-object-created.json"), OBJECT_FOR),
+        (parse_sweep_event, load("sqs-batch.json"), OBJECT_FOR),
+        (parse_sweep_event, load("map-batch.json"), MAP_FOR),
+        (parse_map_batch, load("minio-webhook.json"), OBJECT_FOR),
+        (parse_map_batch, load("scheduled-event.json"), SCHEDULED_FOR),
+        (parse_map_batch, load("schedule.json"), SWEEP_FOR),
+    ],
+    ids=["upload<-scheduled", "upload<-schedule", "upload<-compact", "upload<-map", "sweep<-s3",
+         "sweep<-eventbridge", "sweep<-sqs", "sweep<-map", "map<-minio", "map<-scheduled", "map<-schedule"],
+)
+def test_an_event_sent_to_the_wrong_function_names_the_right_one(parse, event: dict, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        parse(event)
+    assert str(info.value) == message
+    assert "parse_" not in str(info.value)
+
+
+def test_the_functions_named_exist_in_the_template() -> None:
+    from signalcraft_core.local.sam_template import function_ids, load_template
+
+    ids = function_ids(load_template(EVENTS_DIR.parents[1] / "template.yaml"))
+    assert set(FUNCTION_FOR.values()) <= set(ids)
+
+
 def test_non_mapping_event_raises() -> None:
     with pytest.raises(ValueError):
         parse_event(["Records"])  # type: ignore[arg-type]
@@ -313,6 +410,7 @@ def test_generated_map_batch_and_schedule_round_trip() -> None:
 def test_generate_event_shapes_follow_sam() -> None:
     event = generate_event("s3-put", BUCKET, KEY)
     assert event["Records"][0]["s3"]["object"]["key"] == quote(KEY)
+    assert generate_event("eventbridge", BUCKET, KEY)["detail"]["object"]["key"] == KEY  # raw, as AWS shows it
     sqs = generate_event("sqs", BUCKET, KEY)["Records"][0]
     assert sqs["eventSource"] == "aws:sqs" and json.loads(sqs["body"]) == event
     assert set(EVENT_KINDS) == {"s3-put", "eventbridge", "schedule", "sqs", "minio", "map-batch"}

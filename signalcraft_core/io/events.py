@@ -11,11 +11,20 @@ Accepted shapes (parsed, never fetched: this module does no I/O):
   is one :class:`EventItem` so the handler can report partial batch failures by ``messageId``.
 * SNS invoking Lambda directly (``EventSource`` ``aws:sns``).
 
-Key decoding: S3, MinIO and EventBridge all deliver the object key URL-encoded (S3: space as ``+``;
-MinIO: ``url.QueryEscape``, so ``/`` is ``%2F``; SAM samples: ``%20``). We decode every one of them with
-:func:`urllib.parse.unquote_plus`, consistently; a literal ``+`` in a key arrives as ``%2B`` and so decodes
-back to ``+``. Keys from a ListObjectsV2 listing (Step Functions Distributed Map) are *not* encoded and are
-used as given.
+Key decoding: S3 and MinIO notifications deliver the object key URL-encoded (S3: space as ``+``, ``:`` as
+``%3A``; MinIO: ``url.QueryEscape``, so ``/`` is ``%2F``; SAM samples: ``%20``). We decode them with
+:func:`urllib.parse.unquote_plus`; a literal ``+`` in a key arrives as ``%2B`` and so decodes back to ``+``.
+EventBridge ``Object Created`` events carry the key as stored (public samples show a ``:`` unencoded), so it
+is taken raw, and decoded only when it *looks* encoded: it holds a ``%XX`` escape and nothing an encoder would
+have escaped (see :func:`eventbridge_key`). A ``+`` there is a literal plus. Keys from a ListObjectsV2 listing
+(Step Functions Distributed Map) are *not* encoded and are used as given.
+
+JSON text inside events (SQS bodies, SNS messages) is parsed with a bounded nesting depth
+(:data:`MAX_JSON_DEPTH`): a hostile body fails its own message, never the batch.
+
+An event sent to the wrong function is refused with a message naming the function it is for
+(:data:`FUNCTION_FOR`, the logical ids of template.yaml), e.g. "this is a scheduled event: invoke
+FleetSweepFunction".
 """
 
 from __future__ import annotations
@@ -29,6 +38,8 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 __all__ = [
+    "FUNCTION_FOR",
+    "MAX_JSON_DEPTH",
     "SOURCES",
     "EventItem",
     "MapBatch",
@@ -38,6 +49,8 @@ __all__ = [
     "parse_event",
     "parse_map_batch",
     "parse_sweep_event",
+    "eventbridge_key",
+    "json_depth",
     "wanted",
 ]
 
@@ -45,6 +58,30 @@ SOURCES: tuple[str, ...] = ("s3", "minio", "eventbridge", "sqs", "sweep", "map",
 """Where an :class:`ObjectRef` came from; recorded with each grade for tracing."""
 
 _MAX_NESTING = 4  # SQS -> SNS -> notification is 3 levels; anything deeper is not a real shape
+
+MAX_JSON_DEPTH = 64
+"""Deepest array/object nesting accepted in one JSON text (a real notification is under 10 levels deep)."""
+
+FUNCTION_FOR: dict[str, str] = {
+    "object": "ScoreUploadFunction",
+    "sweep": "FleetSweepFunction",
+    "map": "SweepBatchFunction",
+}
+"""Which function of template.yaml each kind of event is for (named in wrong-function refusals)."""
+
+_WRONG_FUNCTION = {
+    "object": "this is an S3/MinIO/EventBridge/SQS object event: invoke " + FUNCTION_FOR["object"],
+    "scheduled": "this is a scheduled event: invoke " + FUNCTION_FOR["sweep"],
+    "sweep": "this is a sweep request: invoke " + FUNCTION_FOR["sweep"],
+    "map": "this is a Distributed Map batch: invoke " + FUNCTION_FOR["map"],
+}
+_SWEEP_FIELDS = frozenset({"bucket", "prefix", "date", "Input", "action", "start_after"})
+# What an URL encoder leaves as is (unreserved characters, '/' kept, '+' for space, '*' by Java's encoder).
+_ENCODED_ALPHABET = re.compile(r"[A-Za-z0-9\-_.~*/+%]*")
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+# A string literal (an unterminated one runs to the end: every match succeeds, so scanning is linear) or a bracket.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*(?:"|\\?\Z)|[\[\]{}]', re.DOTALL)
 _DATE_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:$|[T ])")
 
 
@@ -195,7 +232,7 @@ def _eventbridge_event(event: Mapping[str, Any], source: str | None) -> _Part:
             raise TypeError("key is not a string")
         ref = ObjectRef(
             bucket=detail["bucket"]["name"],
-            key=unquote_plus(raw_key),
+            key=eventbridge_key(raw_key),
             etag=_clean_etag(obj.get("etag")),
             version_id=_opt_str(obj.get("version-id")),
             size=_as_size(obj.get("size")),
@@ -205,6 +242,23 @@ def _eventbridge_event(event: Mapping[str, Any], source: str | None) -> _Part:
     except (KeyError, TypeError, ValueError) as exc:
         return _Part(error=f"malformed Object Created event: {exc.__class__.__name__}: {exc}")
     return _Part(refs=(ref,))
+
+
+def eventbridge_key(raw: str) -> str:
+    """The object key of an EventBridge ``Object Created`` event: raw first, decoded only if it looks encoded.
+
+    EventBridge shows keys as stored (``t=05:00.wav``, ``a+b.wav``, ``Lüfter/ü 1.wav``), so the raw key
+    wins whenever it holds a character an encoder would have escaped (space, ``:``, ``=``, non-ASCII ...),
+    a lone ``%`` or no ``%XX`` escape at all. Only a key made of encoder output *and* holding an escape
+    (``rec%200001.wav``) is decoded, with :func:`urllib.parse.unquote_plus`. The one key this misreads is
+    a stored name that itself looks encoded (``a%20b.wav`` meant literally).
+    """
+    looks_encoded = (
+        _ENCODED_ALPHABET.fullmatch(raw) is not None
+        and _ESCAPE.search(raw) is not None
+        and _BAD_PERCENT.search(raw) is None
+    )
+    return unquote_plus(raw) if looks_encoded else raw
 
 
 def _is_test_event(payload: Mapping[str, Any]) -> bool:
@@ -263,10 +317,38 @@ def _json_or_shape_error(value: Any, what: str) -> Any:
         return value
     if not isinstance(value, (str, bytes)):
         raise _ShapeError(f"{what} is {type(value).__name__}, not JSON text")
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _ShapeError(f"{what} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    depth = json_depth(value)
+    if depth > MAX_JSON_DEPTH:
+        raise _ShapeError(f"{what} is nested {depth} levels deep (at most {MAX_JSON_DEPTH})")
     try:
         return json.loads(value)
     except ValueError as exc:
-        raise _ShapeError(f"{what} is not JSON ({exc.msg} at char {exc.pos})") from None
+        msg = getattr(exc, "msg", str(exc))
+        pos = getattr(exc, "pos", "?")
+        raise _ShapeError(f"{what} is not JSON ({msg} at char {pos})") from None
+    except RecursionError:  # belt and braces: the depth check above should make this unreachable
+        raise _ShapeError(f"{what} is nested too deeply") from None
+
+
+def json_depth(text: str) -> int:
+    """The deepest array/object nesting in JSON text, found without parsing it (no recursion, linear time).
+
+    Brackets inside string literals do not count. Malformed text gets some number; json.loads then says
+    what is wrong with it.
+    """
+    depth = deepest = 0
+    for token in _JSON_TOKEN.findall(text):
+        if token in ("[", "{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in ("]", "}"):
+            depth -= 1
+    return deepest
 
 
 # ------------------------------------------------------------------------------------------------ SQS
@@ -308,10 +390,9 @@ def parse_event(event: Mapping[str, Any]) -> list[EventItem]:
     """
     if not isinstance(event, Mapping):
         raise ValueError(f"unrecognised event: {_describe(event)}")
-    if event.get("detail-type") == "Scheduled Event":
-        raise ValueError("scheduled event: it names no object; use parse_sweep_event")
-    if "Items" in event:
-        raise ValueError("Distributed Map batch: use parse_map_batch")
+    kind = _event_kind(event)
+    if kind in ("scheduled", "sweep", "map"):
+        raise ValueError(_WRONG_FUNCTION[kind])
     records = event.get("Records")
     if isinstance(records, list) and records and any(_is_sqs_record(r) for r in records):
         if not all(_is_sqs_record(r) for r in records):
@@ -322,6 +403,22 @@ def parse_event(event: Mapping[str, Any]) -> list[EventItem]:
     except _ShapeError as exc:
         raise ValueError(str(exc)) from None
     return [EventItem(message_id=None, refs=p.refs, error=p.error, skipped=p.skipped) for p in parts]
+
+
+def _event_kind(event: Mapping[str, Any]) -> str | None:
+    """Which function an event is for, by its shape: "object", "scheduled", "sweep", "map" or None (unknown).
+
+    Only the top-level shape is looked at; whether the details are right is for the parser of that kind.
+    """
+    if event.get("detail-type") == "Scheduled Event":
+        return "scheduled"
+    if "Items" in event or ("Key" in event and "BatchInput" in event):
+        return "map"
+    if "detail-type" in event or isinstance(event.get("Records"), list) or _is_test_event(event):
+        return "object"
+    if event and set(event) <= _SWEEP_FIELDS:
+        return "sweep"
+    return None
 
 
 def _sweep_date(value: Any) -> str | None:
@@ -354,8 +451,9 @@ def parse_sweep_event(
         if not default_bucket:
             raise ValueError("scheduled event names no bucket and no default bucket is configured")
         return SweepRequest(bucket=default_bucket, prefix=default_prefix, date=_sweep_date(event.get("time")))
-    if "detail-type" in event or "Records" in event or "Items" in event:
-        raise ValueError("not a sweep event (an upload or map event was sent to the sweep handler)")
+    kind = _event_kind(event)
+    if kind in ("object", "map"):
+        raise ValueError(_WRONG_FUNCTION[kind])
     payload: Any = event
     if "Input" in event:
         try:
@@ -412,6 +510,9 @@ def parse_map_batch(event: Mapping[str, Any], default_bucket: str | None = None)
     """
     if not isinstance(event, Mapping):
         raise ValueError(f"unrecognised map event: {_describe(event)}")
+    kind = _event_kind(event)
+    if kind in ("object", "scheduled", "sweep"):
+        raise ValueError(_WRONG_FUNCTION[kind])
     if "Items" in event:
         items = event["Items"]
         if not isinstance(items, list):

@@ -1,8 +1,9 @@
 """Build sample trigger events in the shapes AWS, the SAM CLI and MinIO produce, for local runs and tests.
 
-Like ``sam local generate-event s3 put``, keys in S3 and EventBridge samples are encoded with
-:func:`urllib.parse.quote` (space as ``%20``, ``/`` kept); MinIO samples use query escaping (``/`` as
-``%2F``, space as ``+``) as MinIO does; map-batch keys are listed unencoded, as ListObjectsV2 returns them.
+Like ``sam local generate-event s3 put``, keys in S3 samples are encoded with :func:`urllib.parse.quote`
+(space as ``%20``, ``/`` kept); MinIO samples use query escaping (``/`` as ``%2F``, space as ``+``) as MinIO
+does; EventBridge samples carry the key raw, as AWS's public EventBridge samples show it; map-batch keys
+are listed unencoded, as ListObjectsV2 returns them.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def _eventbridge(bucket: str, key: str, size: int, etag: str, region: str, date:
         "detail": {
             "version": "0",
             "bucket": {"name": bucket},
-            "object": {"key": quote(key), "size": size, "etag": etag, "sequencer": "0A1B2C3D4E5F678901"},
+            "object": {"key": key, "size": size, "etag": etag, "sequencer": "0A1B2C3D4E5F678901"},
             "request-id": "EXAMPLE123456789",
             "requester": _ACCOUNT,
             "source-ip-address": "127.0.0.1",
