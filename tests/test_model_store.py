@@ -241,3 +241,38 @@ def test_a_failing_check_keeps_serving_the_loaded_set(s3, bucket, sets, tmp_path
         assert store.get("pump") is first
     finally:
         s3.meta.events.unregister("before-call.s3.HeadObject", unreachable)
+
+
+# ------------------------------------------------------------------------------- planted files
+
+
+def test_a_fifo_manifest_or_a_symlinked_artifact_in_a_model_folder_is_refused_not_followed(tmp_path, sets):
+    """Reads open with O_NOFOLLOW | O_NONBLOCK and check S_ISREG: a FIFO cannot hang a load, a symlink is not read."""
+    import os
+    import threading
+
+    from signalcraft_core.models.model_set import load_model_set
+
+    fifo_set = shutil.copytree(sets["pump"], tmp_path / "fifo")
+    (fifo_set / MANIFEST_FILE).unlink()
+    os.mkfifo(fifo_set / MANIFEST_FILE)
+    outcome: list[str] = []
+
+    def load() -> None:
+        try:
+            load_model_set(fifo_set)
+        except ModelError as exc:
+            outcome.append(str(exc))
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "opening the FIFO manifest blocked"
+    assert len(outcome) == 1 and "manifest.json is not a regular file; refusing" in outcome[0], outcome
+
+    link_set = shutil.copytree(sets["pump"], tmp_path / "link")
+    real = tmp_path / "elsewhere.pt"
+    os.replace(link_set / "autoencoder.pt", real)
+    (link_set / "autoencoder.pt").symlink_to(real)  # same bytes, so only the symlink itself is refused
+    with pytest.raises(ModelError, match=r"autoencoder \(autoencoder\.pt\) is a symbolic link; refusing to load it"):
+        ModelStore(link_set).get("pump")

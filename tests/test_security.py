@@ -15,6 +15,7 @@ import logging
 import os
 import pickle
 import re
+import stat
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,6 +247,155 @@ def test_keys_cannot_choose_a_model_set_outside_model_uri(sec, monkeypatch, tmp_
     assert sorted(r["key"] for r in rows) == sorted(keys)
     assert {r["model_version"] for r in rows} == {rt.store.get("default").version}
     assert sec.proxy.count(path=rf"^/{sec.models}/evil/") == 0 and not marker.exists()
+
+
+# ------------------------------------------------------------------------------------------ model cache
+
+
+def cache_set_dir(sec: Sec, model_uri: str, name: str = "default") -> Path:
+    """Where the store caches set `name` of `model_uri` (the layout an attacker would plant into)."""
+    import hashlib
+
+    version = json.loads((DEFAULT_MODEL_ROOT / name / "manifest.json").read_text())["version"]
+    return sec.cache / hashlib.sha256(model_uri.encode()).hexdigest()[:16] / name / version
+
+
+def plant(folder: Path, marker: Path, victim: Path) -> dict[str, object]:
+    """What a local attacker leaves in a cache folder: a FIFO manifest, a pickle with a manifest naming it, a symlink.
+
+    Returns what each planted path is, to show afterwards that none of it was read or written through.
+    """
+    payload = evil_pickle(marker)
+    folder.mkdir(parents=True)
+    doc = json.loads((DEFAULT_MODEL_ROOT / "default" / "manifest.json").read_text())
+    doc["artifacts"]["level1"]["sha256"] = sha256_bytes(payload)  # the planted manifest vouches for the pickle
+    (folder / "attacker-manifest.json").write_text(json.dumps(doc))
+    os.mkfifo(folder / "manifest.json")  # a reader that opens this blocks; a writer feeds the attacker
+    (folder / "level1.joblib").write_bytes(payload)
+    victim.write_bytes(b"victim's file\n")
+    (folder / "autoencoder.pt").symlink_to(victim)  # a writer that follows it overwrites the victim
+    return {"payload": payload}
+
+
+def call_with_deadline(fn, seconds: float = 120.0):
+    """Run fn in a thread; a hang (e.g. blocked on a FIFO) fails the test instead of stalling the suite."""
+    import threading
+
+    outcome: dict[str, object] = {}
+
+    def target():
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed back to the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "the store hung (a planted FIFO was opened)"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creating a folder owned by another uid needs root")
+def test_a_cache_folder_another_user_created_is_refused_and_nothing_planted_is_read(sec, monkeypatch, tmp_path):
+    """The attack of issue 12: another local user pre-creates the cache folder and plants files in it."""
+    marker, victim = tmp_path / "UNPICKLED", tmp_path / "victim"
+    sec.publish("sets/default")  # the honest set in S3
+    uri = f"s3://{sec.models}/sets/"
+    folder = cache_set_dir(sec, uri)
+    plant(folder, marker, victim)
+    for path in [sec.cache, *sec.cache.rglob("*")]:
+        os.chown(path, 65534, 65534, follow_symlinks=False)  # all of it belongs to `nobody`
+    sec.cold_start(monkeypatch, uri)
+    key = "site-a/pump/id_00/00000006.wav"
+    sec.put(key, clip(6))
+    with pytest.raises(ModelError) as info:
+        call_with_deadline(lambda: score_upload.handler(sec.event(key), Context("req-planted")))
+    message = str(info.value)
+    assert "\n" not in message and str(sec.cache) in message and "owned by uid 65534" in message, message
+    assert "refusing" in message and "SIGNALCRAFT_CACHE_DIR" in message
+    assert not marker.exists(), "the planted pickle was unpickled"
+    assert victim.read_bytes() == b"victim's file\n"  # nothing written through the symlink
+    assert stat.S_ISFIFO(os.lstat(folder / "manifest.json").st_mode)  # nothing renamed over or written into it
+    assert os.path.islink(folder / "autoencoder.pt")
+    assert {p.name for p in folder.iterdir()} == {"attacker-manifest.json", "manifest.json", "level1.joblib",
+                                                  "autoencoder.pt"}  # no temp file or download left in there
+    assert sec.proxy.count("GET", path=r"/sets/default/(?!manifest\.json$)") == 0  # refused before any artifact
+    assert sec.parquet_keys() == []  # a model error is retried, not recorded
+
+
+@pytest.mark.parametrize("mode", [0o770, 0o707, 0o1777])
+def test_a_cache_folder_others_can_write_is_refused(sec, monkeypatch, mode):
+    sec.publish("sets/default")
+    sec.cache.mkdir()
+    os.chmod(sec.cache, mode)
+    rt = sec.cold_start(monkeypatch, f"s3://{sec.models}/sets/")
+    with pytest.raises(ModelError) as info:
+        rt.store.get("default")
+    assert "writable by other users" in str(info.value) and f"{mode:04o}" in str(info.value)
+    assert list(sec.cache.iterdir()) == []
+
+
+def test_a_cache_folder_that_is_a_symlink_is_refused(sec, monkeypatch, tmp_path):
+    sec.publish("sets/default")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    sec.cache.symlink_to(elsewhere, target_is_directory=True)
+    rt = sec.cold_start(monkeypatch, f"s3://{sec.models}/sets/")
+    with pytest.raises(ModelError, match="is a symbolic link"):
+        rt.store.get("default")
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_new_cache_is_private_and_files_planted_in_our_own_cache_are_replaced_unread(sec, monkeypatch, tmp_path):
+    """Even inside a folder we own, a FIFO, a symlink or a hash-matching planted manifest changes nothing."""
+    marker, victim = tmp_path / "UNPICKLED", tmp_path / "victim"
+    sec.publish("sets/default")
+    uri = f"s3://{sec.models}/sets/"
+    rt = sec.cold_start(monkeypatch, uri)
+    first = rt.store.get("default")  # a fresh cache: created 0700, files 0600
+    assert stat.S_IMODE(os.stat(sec.cache).st_mode) == 0o700
+    assert all(stat.S_IMODE(os.stat(p).st_mode) == 0o600 for p in first.root.iterdir())
+    folder = cache_set_dir(sec, uri)
+    assert first.root == folder
+    for path in folder.iterdir():
+        path.unlink()
+    folder.rmdir()
+    planted = plant(folder, marker, victim)
+    os.replace(folder / "attacker-manifest.json", folder / "level1.manifest-copy.json")
+    rt = sec.cold_start(monkeypatch, uri)
+    model_set = call_with_deadline(lambda: rt.store.get("default"))
+    assert model_set.version == first.version
+    assert not marker.exists(), "the planted pickle was unpickled"
+    assert victim.read_bytes() == b"victim's file\n"
+    for name in ("manifest.json", "level1.joblib", "autoencoder.pt"):
+        st = os.lstat(folder / name)
+        assert stat.S_ISREG(st.st_mode), name  # the FIFO and the symlink were replaced, not used
+        published = sec.s3.get_object(Bucket=sec.models, Key=f"sets/default/{name}")["Body"].read()
+        assert (folder / name).read_bytes() == published, name
+    assert (folder / "level1.joblib").read_bytes() != planted["payload"]
+    assert not list(folder.glob(".*.part"))
+
+
+def test_hashes_are_checked_against_the_downloaded_manifest_not_the_cached_copy(sec, monkeypatch, tmp_path):
+    """A manifest.json in the cache that vouches for a planted pickle is never what the hashes are checked against."""
+    marker = tmp_path / "UNPICKLED"
+    payload = evil_pickle(marker)
+    sec.publish("sets/default", replace={"level1.joblib": payload})  # S3's manifest keeps the honest hash
+    uri = f"s3://{sec.models}/sets/"
+    folder = cache_set_dir(sec, uri)
+    folder.mkdir(parents=True)
+    os.chmod(sec.cache, 0o700)
+    doc = json.loads((DEFAULT_MODEL_ROOT / "default" / "manifest.json").read_text())
+    doc["artifacts"]["level1"]["sha256"] = sha256_bytes(payload)
+    (folder / "manifest.json").write_text(json.dumps(doc))  # agrees with the tampered file
+    (folder / "level1.joblib").write_bytes(payload)
+    rt = sec.cold_start(monkeypatch, uri)
+    with pytest.raises(ModelError, match="level1.*integrity"):
+        rt.store.get("default")
+    assert not marker.exists()
 
 
 # ------------------------------------------------------------------------------------------ object keys

@@ -7,8 +7,11 @@ every hash *before* any artifact is deserialised: a joblib file is code, never l
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
+import stat
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -26,6 +29,46 @@ def sha256_bytes(data: bytes) -> str:
 def sha256_file(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+#: Reads of model files never follow a symlink in the last component, and never block on a FIFO.
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+
+
+class NotARegularFile(OSError):
+    """A symlink, FIFO, device or folder where a model file belongs."""
+
+
+def _open_regular(path: Path) -> int:
+    """A descriptor of a regular file at `path`; NotARegularFile for a symlink, FIFO or anything else."""
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EMLINK):  # O_NOFOLLOW on a symlink (EMLINK on FreeBSD)
+            raise NotARegularFile(exc.errno, "is a symbolic link") from None
+        raise
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise NotARegularFile(0, "is not a regular file")
+    return fd
+
+
+def read_regular_file(path: str | Path) -> bytes:
+    """The bytes of a regular file, read without following a symlink or opening a FIFO for good."""
+    fd = _open_regular(Path(path))
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read()
+
+
+def sha256_regular_file(path: str | Path) -> str:
+    """sha256_file, but refusing symlinks, FIFOs and other non-regular files (NotARegularFile)."""
+    fd = _open_regular(Path(path))
+    digest = hashlib.sha256()
+    with os.fdopen(fd, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -74,23 +117,34 @@ def safe_artifact_path(path: str, origin: str, name: str) -> str:
 def read_manifest(model_dir: str | Path) -> dict[str, Any]:
     path = Path(model_dir) / MANIFEST_FILE
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path)
     except FileNotFoundError:
         raise ModelError(f"no {MANIFEST_FILE} in {model_dir} (is this a model folder? see `signalcraft train`)") from None
+    except NotARegularFile as exc:
+        raise ModelError(f"{path} {exc.strerror}; refusing to read it") from None
     except OSError as exc:
         raise ModelError(f"cannot read {path}: {exc.strerror}") from None
     return parse_manifest(data, str(path))
 
 
 def verify_artifacts(model_dir: str | Path, manifest: dict[str, Any]) -> dict[str, Path]:
-    """Paths of every artifact whose SHA-256 matches the manifest; refuses any mismatch."""
+    """Paths of every artifact whose SHA-256 matches the manifest; refuses any mismatch.
+
+    `manifest` is the one the caller parsed (from the bytes it downloaded, for a model store), never
+    re-read here; symlinks and FIFOs are refused, not followed.
+    """
     root = Path(model_dir)
     verified: dict[str, Path] = {}
     for name, art in manifest["artifacts"].items():
-        path = root / art["path"]
-        if not path.is_file():
-            raise ModelError(f"{root}: artifact {name} ({art['path']}) is missing")
-        actual = sha256_file(path)
+        path = root / safe_artifact_path(str(art.get("path", "")), str(root), name)
+        try:
+            actual = sha256_regular_file(path)
+        except FileNotFoundError:
+            raise ModelError(f"{root}: artifact {name} ({art['path']}) is missing") from None
+        except NotARegularFile as exc:
+            raise ModelError(f"{root}: artifact {name} ({art['path']}) {exc.strerror}; refusing to load it") from None
+        except OSError as exc:
+            raise ModelError(f"{root}: artifact {name} ({art['path']}) cannot be read: {exc.strerror or exc}") from None
         if actual != art["sha256"]:
             raise ModelError(
                 f"{root}: artifact {name} ({art['path']}) fails its integrity check "

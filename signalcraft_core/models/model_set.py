@@ -64,10 +64,14 @@ def _calibration(root: Path, section: dict[str, Any], level: str) -> Calibration
         raise ModelError(f"{root}: manifest {level}.calibration is missing or invalid ({exc!r})") from None
 
 
-def load_model_set(model_dir: str | Path) -> ModelSet:
-    """Read the manifest, verify every artifact hash, then load them (never the other way round)."""
+def load_model_set(model_dir: str | Path, manifest: dict[str, Any] | None = None) -> ModelSet:
+    """Read the manifest, verify every artifact hash, then load them (never the other way round).
+
+    `manifest`: one already parsed from bytes the caller holds (the model store passes the manifest it
+    downloaded), so the hashes are checked against it and the folder's manifest.json is not read.
+    """
     root = Path(model_dir)
-    manifest = read_manifest(root)
+    manifest = read_manifest(root) if manifest is None else manifest
     paths = verify_artifacts(root, manifest)
     try:
         profile = FeatureConfig.from_dict(manifest["profile"])
