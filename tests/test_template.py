@@ -117,12 +117,16 @@ def test_functions_share_one_image_with_their_own_command(resources: dict) -> No
 
 def test_upload_event_is_wav_object_created_on_the_recordings_bucket(resources: dict) -> None:
     events = resources["ScoreUploadFunction"]["Properties"]["Events"]
-    (s3_event,) = [e for e in events.values() if e["Type"] == "S3"]
-    props = s3_event["Properties"]
-    assert props["Bucket"] == {"Ref": "RecordingsBucket"}
-    assert props["Events"] in ("s3:ObjectCreated:*", ["s3:ObjectCreated:*"])
-    rules = {r["Name"]: r["Value"] for r in props["Filter"]["S3Key"]["Rules"]}
-    assert rules == {"suffix": ".wav"}
+    s3_events = [e for e in events.values() if e["Type"] == "S3"]
+    suffixes = set()
+    for s3_event in s3_events:
+        props = s3_event["Properties"]
+        assert props["Bucket"] == {"Ref": "RecordingsBucket"}
+        assert props["Events"] in ("s3:ObjectCreated:*", ["s3:ObjectCreated:*"])
+        rules = {r["Name"]: r["Value"] for r in props["Filter"]["S3Key"]["Rules"]}
+        suffixes.add(rules.pop("suffix"))
+        assert rules == {}
+    assert suffixes == {".wav", ".WAV"}  # S3 suffix filters are case-sensitive
 
 
 def test_failed_uploads_go_to_the_dlq_after_two_retries(resources: dict) -> None:
@@ -135,8 +139,8 @@ def test_failed_uploads_go_to_the_dlq_after_two_retries(resources: dict) -> None
 
 def test_upload_concurrency_comes_from_the_parameter(template: dict, resources: dict) -> None:
     value = resources["ScoreUploadFunction"]["Properties"]["ReservedConcurrentExecutions"]
-    assert {"Ref": "ReservedConcurrency"} in list(_walk(value))
-    assert template["Parameters"]["ReservedConcurrency"]["Default"] == 10
+    assert value == {"Fn::If": ["HasReservedConcurrency", {"Ref": "ReservedConcurrency"}, {"Ref": "AWS::NoValue"}]}
+    assert template["Parameters"]["ReservedConcurrency"]["Default"] == 0  # no reservation: new accounts deploy
 
 
 def test_no_policy_references_the_recordings_bucket_resource(template: dict) -> None:
@@ -160,13 +164,14 @@ def test_no_policy_references_the_recordings_bucket_resource(template: dict) -> 
 def test_state_machine_may_start_and_stop_its_own_child_executions(resources: dict) -> None:
     props = resources["FleetSweepStateMachine"]["Properties"]
     statements = [s for p in props["Policies"] if "Statement" in p for s in p["Statement"]]
-    actions = {a for s in statements for a in s["Action"]}
+    actions = {a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
     assert {"states:StartExecution", "states:DescribeExecution", "states:StopExecution"} <= actions
     resources_text = json.dumps([s["Resource"] for s in statements])
     assert "FleetSweepStateMachine" not in resources_text  # named, not referenced: no cycle
     name = props["Name"]["Fn::Sub"]
     assert f"stateMachine:{name}" in resources_text
-    invoked = {p["LambdaInvokePolicy"]["FunctionName"]["Ref"] for p in props["Policies"] if "LambdaInvokePolicy" in p}
+    invoke = [s for s in statements if s["Action"] in ("lambda:InvokeFunction", ["lambda:InvokeFunction"])]
+    invoked = {r["Fn::GetAtt"][0] for s in invoke for r in s["Resource"] if "Fn::GetAtt" in r}
     assert invoked == {"SweepBatchFunction", "FleetSweepFunction"}
 
 
@@ -174,9 +179,10 @@ def test_schedule_input_is_json_naming_the_recordings_bucket(resources: dict) ->
     events = resources["FleetSweepStateMachine"]["Properties"]["Events"]
     (schedule,) = [e for e in events.values() if e["Type"] == "ScheduleV2"]
     assert schedule["Properties"]["ScheduleExpression"] == {"Ref": "ScheduleExpression"}
-    raw = schedule["Properties"]["Input"]["Fn::Sub"]
-    payload = json.loads(raw.replace("${RecordingsBucketName}", "some-bucket"))
-    assert payload == {"bucket": "some-bucket", "prefix": "", "date": None}
+    raw, variables = schedule["Properties"]["Input"]["Fn::Sub"]
+    assert variables["Bucket"] == resources["RecordingsBucket"]["Properties"]["BucketName"]
+    payload = json.loads(raw.replace("${Bucket}", "some-bucket").replace("${SweepPrefix}", "pump/"))
+    assert payload == {"bucket": "some-bucket", "prefix": "pump/", "date": None, "mode": "incremental"}
 
 
 # ---------------------------------------------------------------- state machine
@@ -190,7 +196,7 @@ def test_state_machine_is_a_distributed_map_over_an_s3_listing(asl: dict) -> Non
     assert set(sweep["ItemReader"]["Parameters"]) == {"Bucket.$", "Prefix.$"}
     batcher = sweep["ItemBatcher"]
     assert "MaxItemsPerBatch" in batcher or "MaxItemsPerBatchPath" in batcher
-    assert set(batcher["BatchInput"]) == {"bucket.$", "date.$"}
+    assert batcher["BatchInput"] == {"bucket.$": "$.bucket", "date.$": "$.date", "mode.$": "$.mode"}
     assert "ToleratedFailurePercentage" in sweep
 
 
@@ -204,8 +210,7 @@ def test_children_invoke_the_batch_function_and_the_day_is_compacted(asl: dict) 
     assert {"Lambda.TooManyRequestsException", "Lambda.ServiceException"} <= retried
     assert all(r["BackoffRate"] > 1 for r in batch["Retry"])
     compact = by_function["${FleetSweepFunctionArn}"]
-    assert compact["Parameters"]["Payload"]["action"] == "compact"
-    assert "date.$" in compact["Parameters"]["Payload"]
+    assert compact["Parameters"]["Payload"] == {"action": "compact", "date.$": "$.date", "mode.$": "$.mode"}
 
 
 def test_every_placeholder_has_a_definition_substitution(resources: dict, asl_text: str) -> None:
@@ -251,14 +256,18 @@ def test_function_spec_reads_handlers_and_environment(template: dict) -> None:
         assert isinstance(spec, FunctionSpec)
         assert spec.handler == handler
         assert (spec.module, spec.function) == tuple(handler.rsplit(".", 1))
-        assert spec.environment["OUTPUT_BUCKET"] == params["GradesBucketName"]["Default"]
+        # Empty bucket-name parameters: <stack>-<kind>-<account>-<region>, with sam local's pseudo parameters.
+        assert spec.environment["OUTPUT_BUCKET"] == "local-grades-123456789012-us-east-1"
         assert spec.environment["OUTPUT_PREFIX"] == params["OutputPrefix"]["Default"]
         assert spec.environment["MODEL_URI"] == ""
         assert spec.environment["MODEL_PREFERENCE"] == "hybrid"
         assert spec.environment["LOG_LEVEL"] == "INFO"
         assert all(isinstance(v, str) for v in spec.environment.values())
     sweep_env = function_spec(template, "FleetSweepFunction").environment
-    assert sweep_env["SWEEP_BUCKET"] == params["RecordingsBucketName"]["Default"]  # merged with Globals
+    assert sweep_env["SWEEP_BUCKET"] == "local-recordings-123456789012-us-east-1"  # merged with Globals
+    assert sweep_env["SWEEP_PREFIX"] == params["SweepPrefix"]["Default"] == ""
+    named = function_spec(template, "FleetSweepFunction", {"RecordingsBucketName": "acme-rec", "GradesBucketName": "acme-gr"})
+    assert (named.environment["SWEEP_BUCKET"], named.environment["OUTPUT_BUCKET"]) == ("acme-rec", "acme-gr")
     assert "SWEEP_BUCKET" not in function_spec(template, "ScoreUploadFunction").environment
     assert function_spec(template, "ScoreUploadFunction").timeout == 60
     assert function_spec(template, "SweepBatchFunction").timeout == 900
@@ -436,11 +445,21 @@ def test_minio_compose_wires_the_webhook_and_the_template_buckets(template: dict
     init = compose["services"]["init"]
     script = "\n".join(init["command"])
     assert f"mc event add \"local/$$RECORDINGS_BUCKET\" {WEBHOOK_ARN} --event put --suffix .wav" in script
+    # The template's names default to per-stack names; locally, samconfig.toml's local_invoke section
+    # passes MinIO's bucket names as parameters (sam local invoke reads it; so can `signalcraft local invoke`).
     params = template["Parameters"]
-    assert init["environment"] == {
-        "RECORDINGS_BUCKET": params["RecordingsBucketName"]["Default"],
-        "GRADES_BUCKET": params["GradesBucketName"]["Default"],
+    tomllib = pytest.importorskip("tomllib")
+    samconfig = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    overrides = samconfig["default"]["local_invoke"]["parameters"]["parameter_overrides"]
+    overrides = dict(item.split("=", 1) for item in (overrides.split() if isinstance(overrides, str) else overrides))
+    assert {k: overrides[k] for k in ("RecordingsBucketName", "GradesBucketName")} == {
+        "RecordingsBucketName": init["environment"]["RECORDINGS_BUCKET"],
+        "GradesBucketName": init["environment"]["GRADES_BUCKET"],
     }
+    for name in overrides:
+        assert name in params
+        assert re.fullmatch(params[name].get("AllowedPattern", ".*"), overrides[name])
+    assert "parameter_overrides" not in samconfig["default"].get("deploy", {}).get("parameters", {})
 
 
 def test_setup_script_is_valid_bash_for_the_same_target() -> None:
