@@ -533,3 +533,65 @@ def test_model_store_errors_are_scrubbed_too(sec, monkeypatch):
     assert info.value.code is ErrorCode.MODEL_ERROR
     text = str(info.value)
     assert "AccessDenied" in text and not any(leak in text for leak in LEAKS), text
+
+
+VALUE = "Zq9sEcReTvAlUe7"  # what each form below hides; it must never survive scrubbing
+
+
+@pytest.mark.parametrize("text, kept", [
+    (f"aws_secret_access_key = {VALUE}", "aws_secret_access_key = [redacted]"),  # spaces around '=' (issue 12)
+    (f"aws_secret_access_key={VALUE}", "aws_secret_access_key=[redacted]"),
+    (f"AWS_SECRET_ACCESS_KEY: {VALUE}", "AWS_SECRET_ACCESS_KEY: [redacted]"),
+    (f'{{"aws_secret_access_key": "{VALUE}", "region": "us-east-1"}}', '"region": "us-east-1"'),
+    (f"{{'aws_session_token': '{VALUE}'}}", "aws_session_token"),
+    (f'body {{\\"secret\\": \\"{VALUE}\\", \\"n\\": 1}}', '\\"n\\": 1'),  # JSON inside a JSON string
+    (f'{{"password": "pa\\"{VALUE}"}}', '"password": [redacted]'),  # an escaped quote does not end the value
+    (f"secret={VALUE}", "secret=[redacted]"),
+    (f"token: {VALUE}", "token: [redacted]"),
+    (f"MINIO_ROOT_PASSWORD={VALUE} started", "started"),
+    (f"auth_token={VALUE},queue_dir=/data", "queue_dir=/data"),
+    (f"password = '{VALUE} with spaces'", "password = [redacted]"),
+    (f"X-Amz-Signature={VALUE}&X-Amz-Date=20240101T000000Z", "X-Amz-Date=20240101T000000Z"),
+    (f"X-Amz-Credential={VALUE}%2F20240101%2Fus-east-1", "X-Amz-Credential=[redacted]"),
+    (f"GET https://b.s3.amazonaws.com/k.wav?X-Amz-Signature={VALUE}&x=1 failed",
+     "GET https://b.s3.amazonaws.com/k.wav failed"),
+    (f"cannot reach https://minio:{VALUE}@storage.local:9000/bucket", "https://[redacted]@storage.local:9000/bucket"),
+    (f"endpoint http://user:{VALUE}@127.0.0.1:8765/ down", "@127.0.0.1:8765/ down"),
+    (f"Authorization: Bearer {VALUE}", "Authorization: [redacted]"),
+    (f"headers {{'Authorization': 'Bearer {VALUE}'}}", "Authorization"),
+    (f"Authorization: AWS4-HMAC-SHA256 Credential=AKIA{VALUE.upper()}/x, SignedHeaders=host, Signature={VALUE}",
+     "SignedHeaders=host"),
+    (f"api_key={VALUE}", "api_key=[redacted]"),
+    (f"access key AKIA{VALUE.upper()} is not valid", "access key [redacted] is not valid"),
+    (f"temporary key ASIA{VALUE.upper()}", "temporary key [redacted]"),
+])
+def test_secrets_are_scrubbed_in_every_form(text, kept):
+    from signalcraft_core.logs import one_line, scrub
+
+    for scrubbed in (one_line(text), scrub(text)):
+        assert VALUE not in scrubbed and VALUE.upper() not in scrubbed, scrubbed
+        assert kept in scrubbed, scrubbed  # only the secret goes, the context stays
+
+
+@pytest.mark.parametrize("text", [
+    "s3://recordings/site-a/pump/id_00/00000001.wav is 12 bytes, over the 10-byte limit",
+    "The request signature we calculated does not match the signature you provided.",
+    "HEAD s3://b/k.wav failed: ClientError: An error occurred (403) when calling the HeadObject operation: Forbidden",
+    "manifest version 55ea0bf0a228, token count 3",
+])
+def test_ordinary_messages_are_left_alone(text):
+    from signalcraft_core.logs import one_line
+
+    assert one_line(text) == text
+
+
+def test_json_log_lines_are_scrubbed_and_stay_json():
+    record = logging.makeLogRecord({"name": "handlers.x", "levelname": "WARNING", "levelno": 30,
+                                    "msg": "store said %s", "args": (f"aws_secret_access_key = {VALUE}",),
+                                    "reason": f"https://u:{VALUE}@h/x?X-Amz-Signature={VALUE}",
+                                    "detail": {"password": VALUE}})
+    line = JsonFormatter().format(record)
+    entry = json.loads(line)
+    assert VALUE not in line, line
+    assert entry["message"] == "store said aws_secret_access_key = [redacted]"
+    assert entry["reason"] == "https://[redacted]@h/x"
