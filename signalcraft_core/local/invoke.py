@@ -13,7 +13,7 @@ import sys
 import time
 import uuid
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import click
 
@@ -49,31 +49,41 @@ class _Stderr:
         sys.stderr.flush()
 
 
-def _logs_to_stderr() -> None:
-    """The handlers' JSON logs go to stderr here, like `sam local invoke`: stdout stays the result."""
+def _route_logs(stream: Any = None) -> None:
+    """The handlers' JSON logs go to `stream`, stderr by default, like `sam local invoke`: stdout stays the result."""
     from signalcraft_core.logs import JsonFormatter, configure
 
+    target = stream if stream is not None else _Stderr()
     for name in ("signalcraft_core", "handlers"):
         for handler in logging.getLogger(name).handlers:
             if isinstance(handler, logging.StreamHandler) and isinstance(handler.formatter, JsonFormatter):
-                handler.stream = _Stderr()  # not setStream(): that flushes the old, maybe closed, stream
-    configure(stream=_Stderr())
+                handler.stream = target  # not setStream(): that flushes the old, maybe closed, stream
+    configure(stream=target)
 
 
 @contextmanager
-def handler_environment(variables: dict[str, str], endpoint_url: str | None = None) -> Iterator[None]:
-    """Set the function's environment for an in-process invoke, and a fresh cold start."""
+def handler_environment(variables: dict[str, str], endpoint_url: str | None = None, *,
+                        unset: Iterable[str] = (), log_stream: Any = None) -> Iterator[None]:
+    """Set the function's environment for an in-process invoke, and a fresh cold start.
+
+    `unset` names variables hidden from the function for the invoke (e.g. shell credentials when a
+    profile is chosen); `log_stream` receives the handlers' logs instead of stderr. Everything is
+    restored afterwards.
+    """
     from signalcraft_core.io.objects import clear_client_cache
     from signalcraft_core.pipeline.runtime import reset
 
     updates = {k: v for k, v in variables.items() if v is not None}
     if endpoint_url:
         updates["AWS_ENDPOINT_URL"] = endpoint_url
-    saved = {k: os.environ.get(k) for k in updates}
+    hidden = [k for k in unset if k not in updates]
+    saved = {k: os.environ.get(k) for k in [*updates, *hidden]}
     os.environ.update(updates)
+    for k in hidden:
+        os.environ.pop(k, None)
     reset()
     clear_client_cache()
-    _logs_to_stderr()
+    _route_logs(log_stream)
     try:
         yield
     finally:
@@ -83,6 +93,9 @@ def handler_environment(variables: dict[str, str], endpoint_url: str | None = No
             else:
                 os.environ[k] = v
         reset()
+        clear_client_cache()
+        if log_stream is not None:
+            _route_logs()  # the next invoke in this process logs to stderr again
 
 
 def load_handler(path: str) -> Callable[[Any, Any], Any]:

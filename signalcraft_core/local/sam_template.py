@@ -4,6 +4,11 @@ Only what a local invoke needs is resolved: parameters (defaults or overrides), 
 with the values `sam local` uses, and the intrinsic functions that can be evaluated without a
 deployed stack. Anything that needs a stack (GetAtt, a resource's Ref, ImportValue) resolves to ""
 as `sam local` does.
+
+The SAM CLI's inputs are read here too, with its semantics: `--parameter-overrides` in both of its
+syntaxes (:func:`parse_parameter_overrides`), `--env-vars` files (:func:`load_env_vars`, applied to
+the variables the template declares only: :meth:`FunctionSpec.with_declared_environment`) and
+`samconfig.toml` (:func:`load_samconfig`).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shlex
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -62,6 +68,16 @@ class FunctionSpec:
         can set AWS_ENDPOINT_URL for MinIO without editing the template.
         """
         return replace(self, environment={**self.environment, **{k: str(v) for k, v in overrides.items()}})
+
+    def with_declared_environment(self, overrides: Mapping[str, str]) -> tuple[FunctionSpec, list[str]]:
+        """`sam local invoke --env-vars` semantics: only variables the template declares for this function change.
+
+        Returns the new spec and the names in `overrides` the template does not declare (ignored, as
+        `sam local` ignores them; the caller warns about each).
+        """
+        declared = {k: str(v) for k, v in overrides.items() if k in self.environment}
+        ignored = [k for k in overrides if k not in self.environment]
+        return replace(self, environment={**self.environment, **declared}), ignored
 
 
 class _Unresolvable(Exception):
@@ -145,6 +161,123 @@ def load_env_vars(path: str | Path, logical_id: str) -> dict[str, str]:
     return merged
 
 
+# ---------------------------------------------------------------- SAM CLI inputs
+
+_OVERRIDE_KEY = re.compile(r"[A-Za-z0-9]+")
+_LONG_FORM = re.compile(r"ParameterKey=([^,]*),ParameterValue=(.*)", re.DOTALL)
+_OVERRIDE_EXAMPLES = "'Key1=Value1 Key2=\"a value\"' or 'ParameterKey=Key1,ParameterValue=Value1 ParameterKey=...'"
+
+
+def parse_parameter_overrides(values: Any) -> dict[str, str]:
+    """`--parameter-overrides` as the SAM CLI reads it: {name: value}, later pairs winning.
+
+    Accepts both SAM syntaxes, also mixed: ``Key1=Value1 Key2=Value2`` and
+    ``ParameterKey=Key1,ParameterValue=Value1 ParameterKey=Key2,ParameterValue=Value2``. Values are
+    split and unquoted like a shell does (``Key="a b"``, ``Key='a b'``, ``Key=a\\ b``). `values` is one
+    string, or a list of them (several command-line words, a samconfig.toml list), or a mapping
+    (samconfig.yaml). Raises ValueError naming the part it cannot read.
+    """
+    if values is None or values == "":
+        return {}
+    if isinstance(values, Mapping):
+        return {str(k): _stringify_override(v) for k, v in values.items()}
+    if isinstance(values, str):
+        values = [values]
+    result: dict[str, str] = {}
+    for value in values:
+        if isinstance(value, Mapping):
+            result.update(parse_parameter_overrides(value))
+            continue
+        if not isinstance(value, str):
+            raise ValueError(f"parameter override {value!r} is not text")
+        try:
+            words = shlex.split(value, posix=True)
+        except ValueError as exc:  # "No closing quotation"
+            raise ValueError(f"parameter overrides {value!r}: {exc}") from None
+        for word in words:
+            long_form = _LONG_FORM.fullmatch(word)
+            if long_form:
+                key, val = long_form.groups()
+            elif "=" in word and not word.startswith("ParameterKey="):
+                key, _, val = word.partition("=")
+            else:
+                raise ValueError(f"parameter override {word!r} is not Key=Value; write {_OVERRIDE_EXAMPLES}")
+            if not _OVERRIDE_KEY.fullmatch(key):
+                raise ValueError(f"parameter override {word!r}: {key!r} is not a parameter name")
+            result[key] = val
+    return result
+
+
+def _stringify_override(value: Any) -> str:
+    if isinstance(value, (list, tuple)):  # as the SAM CLI joins a YAML list
+        return ",".join(str(v).strip() for v in value if v not in (None, ""))
+    return _stringify(value)
+
+
+def check_parameter_names(template: Mapping[str, Any], overrides: Mapping[str, str]) -> None:
+    """ValueError naming the template's parameters when an override names none of them."""
+    known = list(template.get("Parameters") or {})
+    unknown = [name for name in overrides if name not in known]
+    if unknown:
+        names = ", ".join(repr(n) for n in unknown)
+        listed = ", ".join(known) if known else "none"
+        raise ValueError(f"the template has no parameter {names} (parameters: {listed})")
+
+
+SAMCONFIG_NAMES = ("samconfig.toml", "samconfig.yaml", "samconfig.yml")
+
+
+def default_samconfig(template_path: str | Path) -> Path:
+    """The config file the SAM CLI reads by default: samconfig.toml (or .yaml/.yml) next to the template."""
+    folder = Path(template_path).resolve().parent
+    for name in SAMCONFIG_NAMES:
+        if (folder / name).is_file():
+            return folder / name
+    return folder / SAMCONFIG_NAMES[0]
+
+
+def load_samconfig(path: str | Path, env: str = "default", command: str = "local_invoke") -> dict[str, Any] | None:
+    """`[env.global.parameters]` overlaid with `[env.<command>.parameters]`, as the SAM CLI reads them.
+
+    None when `env` is not in the file (the SAM CLI then uses no configuration). Raises ValueError
+    when the file cannot be parsed.
+    """
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            document = yaml.safe_load(text) or {}
+        else:
+            document = _toml_loads(text)
+    except ValueError as exc:  # tomllib.TOMLDecodeError and yaml.YAMLError are ValueErrors or wrapped below
+        raise ValueError(f"{path}: not valid {path.suffix[1:].upper()} ({exc})") from None
+    except Exception as exc:  # yaml.YAMLError
+        raise ValueError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(document, dict) or not isinstance(document.get(env), dict):
+        return None
+    section = document[env]
+
+    def parameters(name: str) -> dict[str, Any]:
+        table = section.get(name)
+        params = table.get("parameters") if isinstance(table, dict) else None
+        return dict(params) if isinstance(params, dict) else {}
+
+    return {**parameters("global"), **parameters(command)}
+
+
+def _toml_loads(text: str) -> dict[str, Any]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ModuleNotFoundError:
+            raise ValueError("reading samconfig.toml needs Python 3.11+ or the tomli package") from None
+    return tomllib.loads(text)
+
+
 # ---------------------------------------------------------------- functions
 
 
@@ -158,17 +291,24 @@ def function_spec(
     template: Mapping[str, Any],
     logical_id: str,
     parameter_overrides: Mapping[str, str] | None = None,
+    *,
+    region: str | None = None,
 ) -> FunctionSpec:
-    """Handler, environment, timeout and memory of one function, resolved like `sam local` does."""
+    """Handler, environment, timeout and memory of one function, resolved like `sam local` does.
+
+    `parameter_overrides` must name parameters of the template (ValueError otherwise); `region` is
+    what AWS::Region resolves to (`sam local invoke --region`), us-east-1 without one.
+    """
     ids = function_ids(template)
     if logical_id not in ids:
         listed = ", ".join(ids) if ids else "none"
         raise ValueError(f"no function {logical_id!r} in the template (functions: {listed})")
+    check_parameter_names(template, parameter_overrides or {})
     resource = template["Resources"][logical_id]
     props: dict[str, Any] = resource.get("Properties") or {}
     is_sam = resource["Type"] == "AWS::Serverless::Function"
     globals_fn: dict[str, Any] = ((template.get("Globals") or {}).get("Function") or {}) if is_sam else {}
-    resolver = _Resolver(template, parameter_overrides or {})
+    resolver = _Resolver(template, parameter_overrides or {}, region)
 
     variables = {
         **_env_variables(globals_fn),
@@ -248,11 +388,15 @@ _SUB_VARIABLE = re.compile(r"\$\{([^}]*)\}")
 class _Resolver:
     """Evaluates intrinsic functions against parameters, pseudo parameters, mappings and conditions."""
 
-    def __init__(self, template: Mapping[str, Any], overrides: Mapping[str, str]) -> None:
+    def __init__(self, template: Mapping[str, Any], overrides: Mapping[str, str], region: str | None = None) -> None:
         self.parameters: Mapping[str, Any] = template.get("Parameters") or {}
         self.mappings: Mapping[str, Any] = template.get("Mappings") or {}
         self.conditions: Mapping[str, Any] = template.get("Conditions") or {}
         self.overrides = {str(k): v for k, v in overrides.items()}
+        self.pseudo = dict(LOCAL_PSEUDO_PARAMETERS)
+        if region:
+            self.pseudo["AWS::Region"] = region
+            self.pseudo["AWS::StackId"] = self.pseudo["AWS::StackId"].replace(":us-east-1:", f":{region}:")
 
     def resolve(self, value: Any) -> Any:
         if isinstance(value, list):
@@ -283,8 +427,8 @@ class _Resolver:
     def ref(self, name: Any) -> Any:
         if name == "AWS::NoValue":
             raise _NoValue
-        if name in LOCAL_PSEUDO_PARAMETERS:
-            return LOCAL_PSEUDO_PARAMETERS[name]
+        if name in self.pseudo:
+            return self.pseudo[name]
         if name in self.parameters:
             spec = self.parameters[name] or {}
             value = self.overrides.get(name, spec.get("Default"))

@@ -7,13 +7,16 @@ would have and calls the same `handlers.*.handler` in-process, like `sam local i
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
 import click
+from click.core import ParameterSource
 
 from signalcraft_core.local.console import Progress, info
 from signalcraft_core.local.invoke import (
@@ -37,60 +40,224 @@ def local() -> None:
     """Run the Lambda functions of template.yaml on this machine (like `sam local`)."""
 
 
+class _Words(click.ParamType):
+    """Every word an option took (see _GreedyOption), as a tuple of strings."""
+
+    name = "KEY=VALUE..."
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, ...]:
+        return tuple(str(v) for v in value) if isinstance(value, (tuple, list)) else (str(value),)
+
+
+class _GreedyOption(click.Option):
+    """An option that takes every following word up to the next option, like the SAM CLI's
+    `--parameter-overrides A=1 B=2` (its OptionNargs); a quoted single string works as well."""
+
+    def add_to_parser(self, parser: Any, ctx: click.Context) -> None:
+        super().add_to_parser(parser, ctx)
+        for name in self.opts:
+            option = getattr(parser, "_long_opt", {}).get(name) or getattr(parser, "_short_opt", {}).get(name)
+            if option is None or not hasattr(option, "process"):
+                continue
+            previous = option.process
+
+            def process(value: Any, state: Any, previous: Any = previous) -> None:
+                words = [value]
+                while state.rargs and not state.rargs[0].startswith("-"):
+                    words.append(state.rargs.pop(0))
+                previous(tuple(words), state)
+
+            option.process = process
+            break
+
+
+#: samconfig.toml keys `local invoke` reads ([env.local_invoke.parameters] over [env.global.parameters]);
+#: the SAM CLI's other keys (docker_network, warm_containers ...) mean nothing without a container.
+SAMCONFIG_KEYS = ("parameter_overrides", "region", "profile", "env_vars", "event", "log_file", "debug")
+#: Shell credentials hidden from the function when --profile chooses the profile's own (as `sam local` does).
+_CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+
+
+def _warn(message: str) -> None:
+    click.echo(f"Warning: {message}", err=True)
+
+
 @local.command("invoke")
 @click.argument("function_id")
-@click.option("--event", "-e", "event_path", type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path),
+@click.option("--event", "-e", "event_path", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
               help="JSON event file ('-' for stdin). Default: an empty event {}.")
-@click.option("--template", "-t", "template_path", default="template.yaml", show_default=True,
+@click.option("--template", "--template-file", "-t", "template_path", default="template.yaml", show_default=True,
               type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--env-vars", "-n", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="SAM-format JSON overriding the template's environment.")
-@click.option("--parameter-overrides", multiple=True, help="Name=Value for template parameters.")
+@click.option("--env-vars", "-n", type=click.Path(dir_okay=False, path_type=Path),
+              help='SAM --env-vars JSON: {"FunctionId": {"VAR": "v"}, "Parameters": {"VAR": "v"}}; only '
+                   "variables the template declares for the function are applied (a warning for the rest).")
+@click.option("--parameter-overrides", cls=_GreedyOption, multiple=True, type=_Words(),
+              help="Template parameters, in either SAM syntax: 'Key1=Value1 Key2=\"a b\"' or "
+                   "'ParameterKey=Key1,ParameterValue=Value1 ParameterKey=...'.")
+@click.option("--region", help="AWS Region for the invoke (AWS_REGION / AWS_DEFAULT_REGION, and AWS::Region).")
+@click.option("--profile", help="AWS profile for the invoke (AWS_PROFILE; shell access keys are not passed on).")
+@click.option("--log-file", "-l", type=click.Path(dir_okay=False, path_type=Path),
+              help="Append the handler's logs to this file instead of stderr.")
+@click.option("--config-file", default="samconfig.toml", show_default=True,
+              help="SAM config file, relative to the template's folder.")
+@click.option("--config-env", default="default", show_default=True, help="Environment in the config file.")
+@click.option("--debug", is_flag=True, envvar="SAM_DEBUG", help="Debug logging (handler LOG_LEVEL=DEBUG, and what was resolved).")
 @_endpoint_option
 def local_invoke(function_id: str, event_path: Path | None, template_path: Path, env_vars: Path | None,
-                 parameter_overrides: tuple[str, ...], endpoint_url: str | None) -> None:
-    """Invoke FUNCTION_ID from template.yaml in-process and print its JSON result.
+                 parameter_overrides: tuple[tuple[str, ...], ...], region: str | None, profile: str | None,
+                 log_file: Path | None, config_file: str, config_env: str, debug: bool,
+                 endpoint_url: str | None) -> None:
+    """Invoke FUNCTION_ID from template.yaml in-process and print its JSON result (like `sam local invoke`).
+
+    Options not given on the command line are read from the config file's
+    [ENV.local_invoke.parameters] and [ENV.global.parameters] (parameter_overrides, region, profile,
+    env_vars, event, log_file, debug), as the SAM CLI does. A declared variable set in the shell wins
+    over the template's value, an --env-vars value over both.
 
     \b
     Example:
       signalcraft local invoke ScoreUploadFunction -e infra/events/s3-put.json \\
+          --parameter-overrides "GradesBucketName=my-grades OutputPrefix=custom/" \\
           --endpoint-url http://localhost:9000
     """
     from signalcraft_core.local.sam_template import (
         function_spec,
         load_env_vars,
         load_template,
+        parse_parameter_overrides,
     )
 
+    ctx = click.get_current_context()
     if not template_path.is_file():
         raise click.ClickException(f"template {template_path} not found (run from the project folder or pass -t)")
-    overrides = dict(p.split("=", 1) for p in parameter_overrides if "=" in p)
+    config = _samconfig(ctx, template_path, config_file, config_env)
+    options = {"parameter_overrides": parameter_overrides, "region": region, "profile": profile,
+               "env_vars": env_vars, "event": event_path, "log_file": log_file, "debug": debug}
+    for key in SAMCONFIG_KEYS:
+        param = "event_path" if key == "event" else key
+        if key in config and ctx.get_parameter_source(param) in (ParameterSource.DEFAULT, None):
+            value = config[key]
+            options[key] = Path(value) if key in ("env_vars", "event", "log_file") and value else value
+    debug = _truthy(options["debug"])
+    region, profile = options["region"] or None, options["profile"] or None
+    say = _debug_printer(debug)
+    say(f"config: {config.get('__file__', 'none')} [{config_env}]"
+        + (f", using {', '.join(k for k in SAMCONFIG_KEYS if k in config)}" if config else ""))
+
     try:
-        spec = function_spec(load_template(template_path), function_id, overrides)
+        raw = options["parameter_overrides"]
+        words = [w for group in raw for w in group] if isinstance(raw, tuple) else raw
+        overrides = parse_parameter_overrides(words)
+        spec = function_spec(load_template(template_path), function_id, overrides, region=region)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    env = dict(spec.environment)
-    if env_vars:
+    say(f"parameters: {', '.join(f'{k}={v}' for k, v in overrides.items()) or 'defaults'}")
+
+    # SAM's order: template value, then the shell's value of a declared variable, then --env-vars.
+    environment = {name: os.environ.get(name, value) for name, value in spec.environment.items()}
+    spec = replace(spec, environment=environment)
+    if options["env_vars"]:
+        path = Path(options["env_vars"])
+        if not path.is_file():
+            raise click.ClickException(f"--env-vars file {path} not found")
         try:
-            env.update(load_env_vars(env_vars, function_id))
+            spec, ignored = spec.with_declared_environment(load_env_vars(path, function_id))
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
-    event = _read_event(event_path)
+        for name in ignored:
+            _warn(f"{name} in {path} is not an environment variable of {function_id} in the template: ignored")
+    env = dict(spec.environment)
+    unset: tuple[str, ...] = ()
+    if region:
+        env["AWS_REGION"] = env["AWS_DEFAULT_REGION"] = region
+    if profile:
+        env["AWS_PROFILE"] = profile
+        unset = _CREDENTIAL_VARIABLES
+    if debug:
+        env["LOG_LEVEL"] = "DEBUG"
+    say(f"environment of {function_id}: {', '.join(sorted(env))}")
+
+    event = _read_event(options["event"])
     handler = load_handler(spec.handler)
-    with handler_environment(env, endpoint_url):
+    with _log_target(options["log_file"]) as log_stream, \
+            handler_environment(env, endpoint_url, unset=unset, log_stream=log_stream):
         result = _run(function_id, handler, event, LocalContext(function_id, spec.timeout or 900))
     click.echo(json.dumps(result, indent=2, default=str))
 
 
-def _read_event(path: Path | None) -> Any:
-    """The event JSON from a file or stdin ('-'); {} without one."""
-    if path is None:
+def _samconfig(ctx: click.Context, template_path: Path, config_file: str, config_env: str) -> dict[str, Any]:
+    """The config file's parameters for `local invoke` ({} without one), found like the SAM CLI finds it."""
+    from signalcraft_core.local.sam_template import default_samconfig, load_samconfig
+
+    explicit = ctx.get_parameter_source("config_file") not in (ParameterSource.DEFAULT, None)
+    if explicit:
+        path = Path(config_file)
+        if not path.is_absolute():
+            path = template_path.resolve().parent / path
+        if not path.is_file():
+            raise click.ClickException(f"config file {config_file} does not exist or could not be read")
+    else:
+        path = default_samconfig(template_path)
+        if not path.is_file():
+            return {}
+    try:
+        config = load_samconfig(path, config_env)
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if config is None:
+        if ctx.get_parameter_source("config_env") not in (ParameterSource.DEFAULT, None):
+            _warn(f"{path} has no [{config_env}.local_invoke.parameters] or [{config_env}.global.parameters]")
         return {}
-    text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+    config = {k: v for k, v in config.items() if k in SAMCONFIG_KEYS}
+    return {**config, "__file__": str(path)} if config else {}
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def _debug_printer(enabled: bool):
+    def say(message: str) -> None:
+        if enabled:
+            click.echo(f"Debug: {message}", err=True)
+    return say
+
+
+@contextmanager
+def _log_target(path: Path | None) -> Iterator[Any]:
+    """The open log file (append) for -l/--log-file, or None (stderr)."""
+    if path is None:
+        yield None
+        return
+    try:
+        stream = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise click.ClickException(f"cannot write the log file {path}: {exc.strerror or exc}") from None
+    try:
+        yield stream
+    finally:
+        stream.close()
+
+
+def _read_event(path: Path | str | None) -> Any:
+    """The event JSON from a file or stdin ('-'); {} without one."""
+    if path is None or str(path) == "":
+        return {}
+    if str(path) == "-":
+        text = sys.stdin.read()
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise click.ClickException(f"event file {path} not found")
+        text = path.read_text(encoding="utf-8")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise click.ClickException(f"event {path} is not JSON: {exc}") from None
+    except RecursionError:
+        raise click.ClickException(f"event {path} is nested too deeply to be an event") from None
 
 
 def _run(label: str, handler: Any, event: Any, context: LocalContext) -> Any:
