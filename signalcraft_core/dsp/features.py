@@ -17,8 +17,10 @@ Guan et al., ICASSP 2023: r near 1 suits steady sound, r -> 0 clicks). Few wide 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -219,6 +221,25 @@ def hann_window(n_fft: int) -> np.ndarray:
 
 # --- STFT ----------------------------------------------------------------------------------------------
 
+_fft_threads = threading.local()
+
+
+def fft_workers() -> int:
+    """Worker threads of one scipy.fft call on this thread: all cores (-1) unless `single_threaded_fft` says 1."""
+    return getattr(_fft_threads, "workers", -1)
+
+
+@contextlib.contextmanager
+def single_threaded_fft() -> Iterator[None]:
+    """FFTs on this thread use one worker (inside a featurisation pool that already fills the cores)."""
+    before = fft_workers()
+    _fft_threads.workers = 1
+    try:
+        yield
+    finally:
+        _fft_threads.workers = before
+
+
 
 def _as_signal(signal: np.ndarray) -> np.ndarray:
     """Validate one mono clip and return it as contiguous float32."""
@@ -255,7 +276,7 @@ def rfft_frames(frames: np.ndarray) -> np.ndarray:
         import scipy.fft
     except ImportError:  # pragma: no cover - scipy is a dependency; numpy gives the same numbers
         return np.fft.rfft(windowed, axis=-1)
-    return scipy.fft.rfft(windowed, axis=-1, workers=-1, overwrite_x=True)
+    return scipy.fft.rfft(windowed, axis=-1, workers=fft_workers(), overwrite_x=True)
 
 
 def power_spectrum(spec: np.ndarray, power: float) -> np.ndarray:

@@ -7,15 +7,19 @@ them per fold; scoring featurises each batch; the decision (models/decision.py) 
 
 from __future__ import annotations
 
+import functools
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from signalcraft_core.dsp.descriptors import (
     BYTES_PER_SAMPLE as DESCRIPTOR_BYTES_PER_SAMPLE,
+)
+from signalcraft_core.dsp.descriptors import (
     HOP_LENGTH,
     LEVEL1_FEATURE_NAMES,
     N_FFT,
@@ -27,21 +31,42 @@ from signalcraft_core.dsp.features import (
     clip_features,
     features_from_spectrum,
     iter_equal_length_batches,
+    single_threaded_fft,
     spectral_pass,
 )
-from signalcraft_core.dsp.signal_stats import SignalStats, signal_stats_batch
+from signalcraft_core.dsp.signal_stats import (
+    BYTES_PER_SAMPLE as STATS_BYTES_PER_SAMPLE,
+)
+from signalcraft_core.dsp.signal_stats import (
+    MAX_GROUP_BYTES as MAX_STATS_GROUP_BYTES,
+)
+from signalcraft_core.dsp.signal_stats import (
+    SignalStats,
+    signal_stats_batch,
+)
 
-_stats_pool: ThreadPoolExecutor | None = None
-_stats_pool_lock = threading.Lock()
+MAX_WORKING_BYTES = 64 * 1024 * 1024
+"""Cap on the working sets of all groups in flight at once (four 10 s clips on one thread, two per thread on two)."""
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
 
 
-def _stats_worker() -> ThreadPoolExecutor:
-    """One background thread per process for the rule measurements (numpy and pocketfft release the GIL)."""
-    global _stats_pool
-    with _stats_pool_lock:
-        if _stats_pool is None:
-            _stats_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="signalcraft-rules")
-        return _stats_pool
+def default_threads() -> int:
+    """Featurisation threads: the cores this process may use, at most 2 (each holds one capped group)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(2, cores))
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """One pool per size per process (numpy and pocketfft release the GIL, so threads share the cores)."""
+    with _pools_lock:
+        if threads not in _pools:
+            _pools[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="signalcraft-dsp")
+        return _pools[threads]
 
 
 @dataclass
@@ -73,30 +98,82 @@ def shares_spectrum(profile: FeatureConfig) -> bool:
     return profile.n_fft == N_FFT and profile.hop_length == HOP_LENGTH
 
 
-def _level2_and_level1(signals: Sequence[np.ndarray], profile: FeatureConfig,
-                       sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
-    """Both levels' vectors from one float32 STFT per group of equal-length clips (capped in memory)."""
-    level2 = np.empty((len(signals), profile.dim), dtype=np.float32)
-    level1 = np.empty((len(signals), len(LEVEL1_FEATURE_NAMES)), dtype=np.float64)
-    for idx, batch in iter_equal_length_batches(signals, DESCRIPTOR_BYTES_PER_SAMPLE):
-        spectrum = spectral_pass(batch, N_FFT, HOP_LENGTH)
-        level2[idx] = features_from_spectrum(spectrum, profile)
-        level1[idx] = descriptors_from_spectrum(batch, spectrum, sample_rate)
-        del spectrum
-    return level2, level1
+def _spectral_task(signals: Sequence[np.ndarray], profile: FeatureConfig, sample_rate: int, level2: bool,
+                   level1: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """One group of equal-length clips: both levels' vectors, from one STFT when the profile's frames match."""
+    if level2 and level1 and shares_spectrum(profile):
+        l2 = np.empty((len(signals), profile.dim), dtype=np.float32)
+        l1 = np.empty((len(signals), len(LEVEL1_FEATURE_NAMES)), dtype=np.float64)
+        for idx, batch in iter_equal_length_batches(signals, DESCRIPTOR_BYTES_PER_SAMPLE):   # validates the clips
+            spectrum = spectral_pass(batch, N_FFT, HOP_LENGTH)
+            l2[idx] = features_from_spectrum(spectrum, profile)
+            l1[idx] = descriptors_from_spectrum(batch, spectrum, sample_rate)
+            del spectrum
+        return l2, l1
+    return (clip_features(signals, profile) if level2 else None,
+            level1_features_batch(signals, sample_rate) if level1 else None)
+
+
+def _groups(signals: Sequence[np.ndarray], bytes_per_sample: int, max_bytes: int) -> list[list[int]]:
+    """Indices of equal-length clips, in groups whose working set stays under max_bytes (at least one clip)."""
+    by_length: dict[int, list[int]] = {}
+    for i, x in enumerate(signals):
+        by_length.setdefault(int(np.shape(x)[0]) if np.ndim(x) == 1 else -1 - i, []).append(i)
+    out = []
+    for length, idx in by_length.items():
+        per_group = max(1, max_bytes // max(1, abs(length) * bytes_per_sample))
+        out.extend(idx[s:s + per_group] for s in range(0, len(idx), per_group))
+    return out
 
 
 def featurise(signals: Sequence[np.ndarray], profile: FeatureConfig, sample_rate: int = 16000, *,
-              level2: bool = True, level1: bool = True, rules: bool = True) -> ClipInputs:
-    """The inputs of every clip; the rules' FFTs run on a second thread beside the rest.
+              level2: bool = True, level1: bool = True, rules: bool = True,
+              threads: int | None = None) -> ClipInputs:
+    """The inputs of every clip, computed by `threads` threads (default: `default_threads()`).
 
     When both levels are wanted and the profile's frames are the descriptors' (n_fft 2048, hop 512:
-    `default` and `seed`), one STFT serves both, with the same numbers as two separate passes.
+    `default` and `seed`), one float32 STFT per group of clips serves both, with the same numbers as
+    two separate passes. The work is split into groups of equal-length clips, spectral groups and
+    rule groups, each capped at MAX_WORKING_BYTES / threads, and run on a small thread pool with one
+    FFT worker per thread: at most `threads` groups are in flight, so memory stays bounded.
     """
-    stats_future = _stats_worker().submit(signal_stats_batch, signals, sample_rate) if rules else None
-    if level2 and level1 and shares_spectrum(profile):
-        l2, l1 = _level2_and_level1(signals, profile, sample_rate)
+    threads = default_threads() if threads is None else max(1, int(threads))
+    n = len(signals)
+    budget = MAX_WORKING_BYTES // threads   # per group: `threads` groups in flight stay within MAX_WORKING_BYTES
+    tasks: list[tuple[str, list[int], Callable[[], Any]]] = []
+    if level1 or level2:
+        for idx in _groups(signals, DESCRIPTOR_BYTES_PER_SAMPLE, budget):
+            part = [signals[i] for i in idx]
+            tasks.append(("spectral", idx, functools.partial(_spectral_task, part, profile, sample_rate, level2, level1)))
+    if rules:
+        stats_tasks = [("rules", idx, functools.partial(signal_stats_batch, [signals[i] for i in idx], sample_rate))
+                       for idx in _groups(signals, STATS_BYTES_PER_SAMPLE, min(budget, MAX_STATS_GROUP_BYTES))]
+        # Interleave, so two threads start on different kinds of work and finish together.
+        merged: list[tuple[str, list[int], Callable[[], Any]]] = []
+        for k in range(max(len(tasks), len(stats_tasks))):
+            merged.extend(t[k] for t in (tasks, stats_tasks) if k < len(t))
+        tasks = merged
+    if threads == 1 or len(tasks) <= 1:
+        results = [fn() for _, _, fn in tasks]
     else:
-        l2 = clip_features(signals, profile) if level2 else None
-        l1 = level1_features_batch(signals, sample_rate) if level1 else None
-    return ClipInputs(level2=l2, level1=l1, stats=stats_future.result() if stats_future is not None else None)
+        futures = [_pool(threads).submit(_single_fft_worker, fn) for _, _, fn in tasks]
+        results = [f.result() for f in futures]
+    l2 = np.empty((n, profile.dim), dtype=np.float32) if level2 else None
+    l1 = np.empty((n, len(LEVEL1_FEATURE_NAMES)), dtype=np.float64) if level1 else None
+    stats: list[SignalStats | None] | None = [None] * n if rules else None
+    for (kind, idx, _), result in zip(tasks, results):
+        if kind == "rules":
+            for i, value in zip(idx, result):
+                stats[i] = value
+            continue
+        a, b = result
+        if l2 is not None:
+            l2[idx] = a
+        if l1 is not None:
+            l1[idx] = b
+    return ClipInputs(level2=l2, level1=l1, stats=stats)
+
+
+def _single_fft_worker(fn: Callable[[], Any]) -> Any:
+    with single_threaded_fft():
+        return fn()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from signalcraft_core.dsp.features import fft_workers
 from signalcraft_core.errors import AudioError, ErrorCode
 
 BANDS_HZ: tuple[tuple[float, float], ...] = ((0, 250), (250, 1000), (1000, 2000), (2000, 4000), (4000, 8000))
@@ -71,19 +72,24 @@ def _clip_fraction(x: np.ndarray) -> float:
     return float(np.count_nonzero(clipped)) / x.size
 
 
-def _band_shares(x: np.ndarray, sample_rate: int) -> list[tuple[float, ...]]:
-    """Energy share (dB) of each band in BANDS_HZ, DC removed, for each row of (m, samples) float64 clips."""
+def _band_shares(x: np.ndarray, dcs: np.ndarray, sample_rate: int) -> list[tuple[float, ...]]:
+    """Energy share (dB) of each band in BANDS_HZ, DC removed, for each row of (m, samples) float32 clips.
+
+    One float32 rfft of the whole clip (1/L Hz bins: the bands' edges are exact), band sums in float64.
+    """
     from scipy.fft import rfft
 
-    spec = rfft(x - x.mean(axis=-1, keepdims=True), axis=-1, workers=-1)
-    power = spec.real * spec.real + spec.imag * spec.imag
+    spec = rfft(x - dcs.astype(np.float32)[:, None], axis=-1, workers=fft_workers())
+    power = spec.real * spec.real
+    power += spec.imag * spec.imag
     del spec
     freqs = np.fft.rfftfreq(x.shape[-1], d=1.0 / sample_rate)
-    total = power.sum(axis=-1)
+    total = power.sum(axis=-1, dtype=np.float64)
     bands = []
     for i, (lo, hi) in enumerate(BANDS_HZ):
-        upper = freqs <= hi if i == len(BANDS_HZ) - 1 else freqs < hi
-        bands.append(power[:, (freqs >= lo) & upper].sum(axis=-1))
+        start = int(np.searchsorted(freqs, lo, side="left"))
+        stop = int(np.searchsorted(freqs, hi, side="right" if i == len(BANDS_HZ) - 1 else "left"))
+        bands.append(power[:, start:stop].sum(axis=-1, dtype=np.float64))
     return [tuple(_db_power(float(band[r]) / float(total[r])) if total[r] > 0 else FLOOR_DB for band in bands)
             for r in range(x.shape[0])]
 
@@ -131,6 +137,7 @@ def _filter_response(band_hz: float | tuple[float, float], btype: str, sample_ra
     h = np.full(e.shape, k, dtype=np.complex128)
     for zi, pi in zip(z, p):   # as many zeros as poles (bilinear_zpk adds them at z = -1)
         h *= (e - zi) / (e - pi)
+    h = h.astype(np.complex64)
     h.setflags(write=False)
     return n, h
 
@@ -141,13 +148,13 @@ def _iir_filter(x: np.ndarray, band_hz: float | tuple[float, float], btype: str,
 
     length = x.shape[-1]
     n, h = _filter_response(band_hz, btype, sample_rate, length)
-    return irfft(rfft(x, n, axis=-1, workers=-1) * h, n, axis=-1, workers=-1)[..., :length]
+    return irfft(rfft(x, n, axis=-1, workers=fft_workers()) * h, n, axis=-1, workers=fft_workers())[..., :length]
 
 
 @functools.lru_cache(maxsize=8)
 def _hilbert_weights(n: int) -> np.ndarray:
     """-j on the positive frequencies of an n-point rfft grid, 0 at DC (and Nyquist): the Hilbert transform."""
-    w = np.full(n // 2 + 1, -1j)
+    w = np.full(n // 2 + 1, -1j, dtype=np.complex64)
     w[0] = 0.0
     if n % 2 == 0:
         w[-1] = 0.0
@@ -164,7 +171,7 @@ def _hilbert_envelope(y: np.ndarray) -> np.ndarray:
 
     length = y.shape[-1]
     n = next_fast_len(length)
-    quadrature = irfft(rfft(y, n, axis=-1, workers=-1) * _hilbert_weights(n), n, axis=-1, workers=-1)[..., :length]
+    quadrature = irfft(rfft(y, n, axis=-1, workers=fft_workers()) * _hilbert_weights(n), n, axis=-1, workers=fft_workers())[..., :length]
     quadrature *= quadrature
     quadrature += y * y
     return np.sqrt(quadrature, out=quadrature)
@@ -179,15 +186,15 @@ def _welch(x: np.ndarray, sample_rate: int, nperseg: int) -> np.ndarray:
     count = (x.shape[-1] - noverlap) // step
     segments = np.lib.stride_tricks.sliding_window_view(x, nperseg, axis=-1)[..., ::step, :][..., :count, :]
     t = np.arange(1, nperseg + 1, dtype=np.float64) / nperseg      # scipy's detrend design [t, 1]
-    tc = t - t.mean()
+    tc = (t - t.mean()).astype(x.dtype)
     means = segments.mean(axis=-1, keepdims=True)
     slope = (segments @ tc) / (tc @ tc) if nperseg > 1 else np.zeros(segments.shape[:-1])
     detrended = segments - means
     detrended -= slope[..., None] * tc
     window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(nperseg) / nperseg)
-    detrended *= window
     scale = 1.0 / (sample_rate * float((window * window).sum()))
-    spec = rfft(detrended, nperseg, axis=-1, workers=-1)
+    detrended *= window.astype(x.dtype)
+    spec = rfft(detrended, nperseg, axis=-1, workers=fft_workers())
     del detrended
     psd = spec.real * spec.real
     psd += spec.imag * spec.imag
@@ -248,9 +255,10 @@ def _checked(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     return x
 
 
-#: Working set per input sample of one stacked group (float64 clip, spectra, envelope, Welch segments).
-_BYTES_PER_SAMPLE = 96
-_MAX_GROUP_BYTES = 32 * 1024 * 1024   # about two 10 s clips per group: runs beside the feature batches
+#: Working set per input sample of one stacked group (float32 clip, float64 copy for the sums, float32
+#: spectra, filtered signal, envelope, Welch segments).
+BYTES_PER_SAMPLE = 56
+MAX_GROUP_BYTES = 32 * 1024 * 1024   # about four 10 s clips per group: runs beside the spectral groups
 
 
 def signal_stats(samples: np.ndarray, sample_rate: int = 16000) -> SignalStats:
@@ -266,14 +274,16 @@ def signal_stats_batch(signals: Sequence[np.ndarray], sample_rate: int = 16000) 
     for i, c in enumerate(clips):
         by_length.setdefault(c.size, []).append(i)
     for length, idx in by_length.items():
-        per_group = max(1, _MAX_GROUP_BYTES // (length * _BYTES_PER_SAMPLE))
+        per_group = max(1, MAX_GROUP_BYTES // (length * BYTES_PER_SAMPLE))
         for start in range(0, len(idx), per_group):
             members = idx[start:start + per_group]
-            x = np.stack([clips[i] for i in members]).astype(np.float64, copy=False)
-            mean_square = np.mean(x * x, axis=-1)
-            peaks = np.max(np.abs(x), axis=-1)
-            dcs = x.mean(axis=-1)
-            shares = _band_shares(x, sample_rate)
+            x = np.stack([clips[i] for i in members]).astype(np.float32, copy=False)
+            x64 = x.astype(np.float64)    # the level and DC sums in float64; the spectra in float32
+            mean_square = np.mean(x64 * x64, axis=-1)
+            peaks = np.max(np.abs(x), axis=-1).astype(np.float64)
+            dcs = x64.mean(axis=-1)
+            del x64
+            shares = _band_shares(x, dcs, sample_rate)
             envelopes = _envelope_peak(x, sample_rate)
             for row, i in enumerate(members):
                 ms, peak = float(mean_square[row]), float(peaks[row])
