@@ -18,6 +18,7 @@ from typing import Any, Iterator
 import click
 from click.core import ParameterSource
 
+from signalcraft_core.errors import ErrorCode, ModelError, StorageError
 from signalcraft_core.local.console import Progress, info
 from signalcraft_core.local.invoke import (
     FUNCTIONS,
@@ -353,11 +354,21 @@ def sweep(bucket: str, prefix: str, date: str | None, quiet: bool, endpoint_url:
 @click.option("--prefix", default="")
 @click.option("--interval", type=click.FloatRange(0.1), default=5.0, show_default=True, help="Seconds between polls.")
 @click.option("--once", is_flag=True, help="Grade what is new now, then exit.")
+@click.option("--retries", type=click.IntRange(0), default=5, show_default=True,
+              help="With --once: passes retried after a transient storage/model error before giving up "
+                   "(without --once it keeps retrying).")
+@click.option("--backoff", type=click.FloatRange(0), default=1.0, show_default=True,
+              help="First delay after a transient error, in seconds; doubles per failed pass, up to 60 s.")
 @click.option("--quiet", "-q", is_flag=True)
 @_output_options
-def watch(bucket: str, prefix: str, interval: float, once: bool, quiet: bool, endpoint_url: str | None,
-          output_bucket: str, output_prefix: str, models: str | None, level: str | None) -> None:
+def watch(bucket: str, prefix: str, interval: float, once: bool, retries: int, backoff: float, quiet: bool,
+          endpoint_url: str | None, output_bucket: str, output_prefix: str, models: str | None,
+          level: str | None) -> None:
     """Poll a bucket and grade new recordings through the upload handler (no notifications needed).
+
+    A key counts as done once the handler returned for it (its record is written). A transient
+    failure (HTTP 5xx / timeouts after botocore's own retries, an unusable model set) is retried
+    on the next pass, after a backoff that doubles up to 60 s.
 
     \b
     Example:
@@ -368,47 +379,96 @@ def watch(bucket: str, prefix: str, interval: float, once: bool, quiet: bool, en
     from signalcraft_core.local.sample_events import generate_event
     from signalcraft_core.pipeline.runtime import get_runtime
 
-    seen: set[tuple[str, str | None]] = set()
+    done: set[tuple[str, str | None]] = set()  # (key, ETag) the handler returned for: a record exists
+    failed_passes = 0
     with handler_environment(_function_env(output_bucket, output_prefix, models, level), endpoint_url):
         with one_line_errors("watch"):
             runtime = get_runtime()
         while True:
-            for obj in list_keys(runtime.client, bucket, prefix, runtime.config.suffixes):
-                if (obj.key, obj.etag) in seen:
+            failure: str | None = None
+            try:
+                listing = list(list_keys(runtime.client, bucket, prefix, runtime.config.suffixes))
+            except (StorageError, ModelError) as exc:
+                if not _transient(exc):
+                    raise
+                listing, failure = [], f"listing s3://{bucket}/{prefix}: {exc}"
+            for obj in listing:
+                if (obj.key, obj.etag) in done:
                     continue
-                seen.add((obj.key, obj.etag))
                 event = generate_event("s3-put", bucket, obj.key, size=obj.size, etag=obj.etag or "")
                 if obj.last_modified is not None:  # the sample's epoch time would file it under 1970
                     event["Records"][0]["eventTime"] = obj.last_modified.isoformat()
-                result = _run("watch", handler, event, LocalContext("ScoreUploadFunction"))
+                try:
+                    result = _run("watch", handler, event, LocalContext("ScoreUploadFunction"))
+                except (StorageError, ModelError) as exc:
+                    if not _transient(exc):
+                        raise
+                    failure = f"{obj.key}: {exc}"
+                    info(f"{failure} (retried on the next pass)", quiet)
+                    continue
+                done.add((obj.key, obj.etag))
                 info(f"{obj.key}: {json.dumps({k: result[k] for k in ('grades', 'errors')})}", quiet)
-            if once:
-                return
-            time.sleep(interval)
+            if failure is None:
+                failed_passes = 0
+                if once:
+                    return
+                time.sleep(interval)
+                continue
+            failed_passes += 1
+            if once and failed_passes > retries:
+                raise click.ClickException(f"watch: gave up after {retries} retries: {failure}")
+            delay = min(WATCH_MAX_BACKOFF_S, backoff * 2 ** (failed_passes - 1))
+            info(f"transient failure ({failure}); next pass in {delay:.1f} s", quiet)
+            time.sleep(delay)
+
+
+#: The longest wait between passes of `watch` after transient failures.
+WATCH_MAX_BACKOFF_S = 60.0
+
+
+def _transient(exc: Exception) -> bool:
+    """A failure worth retrying later: the object store or the model set, not the event or the recording."""
+    code = getattr(getattr(exc, "code", None), "value", None)
+    return code in (ErrorCode.STORAGE_ERROR.value, ErrorCode.MODEL_ERROR.value)
 
 
 @local.command("minio-listener")
 @click.option("--port", type=click.IntRange(1, 65535), default=8765, show_default=True)
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but a loopback address needs --auth-token.")
+@click.option("--auth-token", envvar="SIGNALCRAFT_WEBHOOK_TOKEN", metavar="TOKEN",
+              help="Shared secret: MinIO's notify_webhook auth_token, sent as `Authorization: Bearer TOKEN` "
+                   "(env SIGNALCRAFT_WEBHOOK_TOKEN; prefer the variable, a flag shows in the process list).")
+@click.option("--bucket", "buckets", multiple=True, envvar="SIGNALCRAFT_WEBHOOK_BUCKETS",
+              default=(DEFAULT_RECORDINGS_BUCKET,), show_default=True,
+              help="Bucket whose notifications are graded (repeatable; env SIGNALCRAFT_WEBHOOK_BUCKETS, "
+                   "space-separated); others are answered 403.")
 @_output_options
-def minio_listener(port: int, host: str, endpoint_url: str | None, output_bucket: str, output_prefix: str,
-                   models: str | None, level: str | None) -> None:
+def minio_listener(port: int, host: str, auth_token: str | None, buckets: tuple[str, ...], endpoint_url: str | None,
+                   output_bucket: str, output_prefix: str, models: str | None, level: str | None) -> None:
     """Receive MinIO bucket notifications (webhook target) and run the upload handler on each.
+
+    Each notified object is HEAD-ed: its own ETag, version, size and LastModified are graded, never
+    the sender's fields. 401 without the token, 403 for other buckets, 413 over 256 KiB, 503 when busy.
 
     \b
     Example (set-up in infra/minio/):
-      mc admin config set local notify_webhook:signalcraft endpoint=http://127.0.0.1:8765/
+      export SIGNALCRAFT_WEBHOOK_TOKEN=$(openssl rand -hex 32)
+      mc admin config set local notify_webhook:signalcraft endpoint=http://127.0.0.1:8765/ \\
+          auth_token=$SIGNALCRAFT_WEBHOOK_TOKEN
       mc event add local/signalcraft-recordings arn:minio:sqs::signalcraft:webhook --event put --suffix .wav
       signalcraft local minio-listener --port 8765 --endpoint-url http://localhost:9000
     """
-    from signalcraft_core.local.webhook import serve
+    from signalcraft_core.local.webhook import ListenerRefused, serve
     from signalcraft_core.pipeline.runtime import get_runtime
 
     with handler_environment(_function_env(output_bucket, output_prefix, models, level), endpoint_url):
         with one_line_errors("minio-listener"):
             get_runtime()  # configuration errors now, not on the first notification
         try:
-            serve(host, port, lambda message: info(message))
+            serve(host, port, lambda message: info(message), token=auth_token or None, buckets=buckets)
+        except ListenerRefused as exc:
+            raise click.ClickException(f"minio-listener: {exc}") from None
         except OSError as exc:  # port in use, address not available
             raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
