@@ -142,6 +142,8 @@ def _breakdown(paths: list[Path], batch: int) -> dict:
     import signalcraft_core.pipeline.score as score_mod
 
     score_mod.featurise = counted
+    _parquet(model_set, paths[:1], score_audio(model_set, [decode_wav(paths[0].read_bytes())]))  # warm pyarrow
+    t_feat = 0.0
     with single_threaded_fft():
         for start in range(0, len(paths), batch):
             chunk = paths[start:start + batch]

@@ -1,6 +1,6 @@
 """Run every speed / memory benchmark and write bench/results/performance.md (tables, targets, capacity plan).
 
-    python bench/run_all.py            # all four, ~10 min on a 2-core machine
+    python bench/run_all.py            # all five, ~12 min on a 2-core machine
     python bench/run_all.py --quick    # fewer repeats and clips, a smoke run of the whole chain
     python bench/run_all.py --report   # only rebuild performance.md from the JSON results already there
 
@@ -27,7 +27,9 @@ BENCHMARKS = {
     "warm_latency": ([], ["-n", "15", "-r", "1"]),
     "sweep_throughput": ([], ["-n", "60", "-r", "1"]),
     "scaling": ([], ["--long", "50", "--short", "100,300"]),
+    "batch_breakdown": ([], ["--clips", "40", "-r", "1"]),   # real clips from ../shared/data
 }
+CORE_BENCHMARKS = ("cold_start", "warm_latency", "sweep_throughput", "scaling")
 
 #: AWS Lambda x86 prices (us-east-1, on-demand, before free tier): per GB-second and per request.
 PRICE_GB_S = 0.0000166667
@@ -149,7 +151,8 @@ def _limits(cold: dict, warm: dict, sweep: dict) -> list[str]:
 
 
 def write_report() -> Path:
-    cold, warm, sweep, scaling = (_load(n) for n in BENCHMARKS)
+    cold, warm, sweep, scaling = (_load(n) for n in CORE_BENCHMARKS)
+    extra = [_load(n) for n in BENCHMARKS if n not in CORE_BENCHMARKS and (RESULTS_DIR / f"{n}.json").is_file()]
     lines = [
         "# Performance: speed and memory against the earlier app (issue 5)",
         "",
@@ -165,7 +168,7 @@ def write_report() -> Path:
 
     lines += table_lines(["target", "goal", "measured", ""], _targets(cold, warm, sweep, scaling))
     lines.append("")
-    for doc in (cold, warm, sweep, scaling):
+    for doc in (cold, warm, sweep, scaling, *extra):
         md = (RESULTS_DIR / f"{doc['name']}.md").read_text().rstrip()
         lines += [md.replace("## ", "## ", 1), ""]
     if any(row[3] != "met" for row in _targets(cold, warm, sweep, scaling)):
