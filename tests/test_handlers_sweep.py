@@ -15,12 +15,13 @@ from handlers import fleet_sweep, score_upload, sweep_batch
 from signalcraft_core.io.audio import encode_wav
 from signalcraft_core.local.sample_events import generate_event
 from signalcraft_core.local.synth import SAMPLE_RATE, synthesize_clip
-from signalcraft_core.models.model_store import ModelStore
 from signalcraft_core.pipeline import runtime
 from signalcraft_core.pipeline.records import GRADES, record_id
 from signalcraft_core.pipeline.sinks import read_grades
 
 DAY = "2024-05-06"
+#: Records are filed under the day of the object\'s LastModified (uploaded during the test), never an event\'s date.
+TODAY = dt.datetime.now(dt.timezone.utc).date().isoformat()
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +113,7 @@ def test_sweep_of_200_objects_writes_200_records_in_batches_then_compacts(env, c
     assert only == compaction["written"][0] and only.startswith(f"grades/dt={today}/machine_type=pump/compacted-")
     raw = env.table(dedupe=False)
     assert raw.num_rows == 200
-    version = ModelStore().get("pump").version
-    expected = {record_id(env.recordings, k, etags[k], version) for k in {**good, **broken}}
+    expected = {record_id(env.recordings, k, etags[k]) for k in {**good, **broken}}
     assert set(raw.column("record_id").to_pylist()) == expected
     rows = raw.to_pylist()
     assert Counter(r["grade"] for r in rows if r["status"] == "ok") == Counter(result["grades"])
@@ -129,17 +129,17 @@ def test_compaction_step_keeps_exactly_the_same_records(env, clips):
     items = [generate_event("map-batch", env.recordings, k, etag=etags[k], date=DAY)["Items"][0] for k in keys[2:]]
     sweep_batch.handler({"Items": items, "BatchInput": {"bucket": env.recordings}})  # keys[2] graded twice
     files_before = env.parquet_keys()
-    assert len(files_before) == 4 and all(f"/dt={DAY}/" in k for k in files_before)
+    assert len(files_before) == 4 and all(f"/dt={TODAY}/" in k for k in files_before)
     before = env.table()
     assert before.num_rows == 6 and env.table(dedupe=False).num_rows == 7
 
-    result = fleet_sweep.handler({"action": "compact", "date": DAY})
+    result = fleet_sweep.handler({"action": "compact", "date": TODAY})
 
-    assert result["date"] == DAY and result["files_in"] == 4 and result["rows_in"] == 7 and result["rows_out"] == 6
+    assert result["date"] == TODAY and result["files_in"] == 4 and result["rows_in"] == 7 and result["rows_out"] == 6
     assert env.parquet_keys() == list(result["written"])
     assert _sorted_rows(env.table()) == _sorted_rows(before)
     assert env.table(dedupe=False).num_rows == 6
-    again = fleet_sweep.handler({"action": "compact", "date": DAY})  # nothing left to merge
+    again = fleet_sweep.handler({"action": "compact", "date": TODAY})  # nothing left to merge
     assert again["files_in"] == 0 and env.parquet_keys() == list(result["written"])
 
 
@@ -190,10 +190,10 @@ def test_map_batch_grades_its_items_into_one_file(env, clips):
     result = sweep_batch.handler(event)
 
     assert result["records"] == 3 and result["skipped"] == 1 and result["errors"] == {}
-    assert len(result["written"]) == 1 and f"grades/dt={DAY}/machine_type=slider/" in result["written"][0]
+    assert len(result["written"]) == 1 and f"grades/dt={TODAY}/machine_type=slider/" in result["written"][0]
     rows = _sorted_rows(env.table(dedupe=False))
     assert sorted(r["key"] for r in rows) == sorted(keys)
-    assert all(r["status"] == "ok" and r["etag"] == etags[r["key"]] and r["event_time"].date().isoformat() == DAY
+    assert all(r["status"] == "ok" and r["etag"] == etags[r["key"]] and r["event_time"].date().isoformat() == TODAY
                for r in rows)
     assert sweep_batch.handler(event)["written"] == result["written"]  # a retried child overwrites its file
     assert env.table(dedupe=False).num_rows == 3

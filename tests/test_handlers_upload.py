@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 import re
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from signalcraft_core.models.grading import grade
 from signalcraft_core.models.model_store import ModelStore
 from signalcraft_core.pipeline import runtime
 from signalcraft_core.pipeline.records import (
+    FILE_SCHEMA,
     GRADE_SCHEMA,
     GRADES,
     SCHEMA_VERSION,
@@ -33,6 +35,8 @@ from signalcraft_core.pipeline.sinks import read_grades
 PUMP_KEY = "site-a/pump/id_00/00000001.wav"
 FAN_KEY = "site-a/fan/id_00/Lüfter Halle 3.wav"
 DAY = "2024-05-06"
+#: Records are filed under the day of the object\'s LastModified (uploaded during the test), never an event\'s date.
+TODAY = dt.datetime.now(dt.timezone.utc).date().isoformat()
 PART = re.compile(r"^grades/dt=(\d{4}-\d{2}-\d{2})/machine_type=([^/]+)/part-[0-9a-f]{32}\.parquet$")
 
 
@@ -91,20 +95,21 @@ def test_put_event_writes_one_parquet_record_with_every_field(env, wav):
     assert result["records"] == 1 and result["errors"] == {} and sum(result["grades"].values()) == 1
     assert result["skipped"] == [] and "batchItemFailures" not in result
     (written,) = result["written"]
-    assert PART.match(written).groups() == (DAY, "pump"), written
+    assert PART.match(written).groups() == (TODAY, "pump"), written
     assert env.parquet_keys() == [written]
 
     raw = pq.read_table(pa.BufferReader(env.s3.get_object(Bucket=env.grades, Key=written)["Body"].read()))
-    assert raw.schema.names == GRADE_SCHEMA.names and raw.num_rows == 1
+    assert raw.schema.names == FILE_SCHEMA.names and raw.num_rows == 1
     (row,) = raw.to_pylist()
-    assert env.rows() == [row] == env.rows(dedupe=False)
+    row = {**row, "machine_type": "pump"}  # the partition folder carries it, not the file
+    assert env.rows() == [{k: row[k] for k in GRADE_SCHEMA.names}] == env.rows(dedupe=False)
 
     model = ModelStore().get("pump")
-    assert row["record_id"] == record_id(env.recordings, PUMP_KEY, etag, model.version)
+    assert row["record_id"] == record_id(env.recordings, PUMP_KEY, etag)
     assert (row["bucket"], row["key"], row["etag"], row["size_bytes"]) == (env.recordings, PUMP_KEY, etag, len(wav))
     assert (row["site"], row["machine_type"], row["machine_id"]) == ("site-a", "pump", "id_00")
     assert (row["model_name"], row["model_version"], row["profile"]) == (model.name, model.version, model.profile.name)
-    assert row["event_time"].date().isoformat() == DAY
+    assert row["event_time"].date().isoformat() == TODAY
     assert row["status"] == "ok" and row["error_code"] is None and row["error_message"] is None
     assert 0 <= row["score"] <= 100 and row["grade"] in GRADES and row["grade"] == grade(row["score"]).value
     assert row["level1_score"] is not None and row["level2_score"] is not None and row["level2_mse"] >= 0
@@ -121,7 +126,7 @@ def test_record_describes_the_object_even_when_the_event_guesses(env, short_wav)
     score_upload.handler(event)
     (row,) = env.rows()
     assert row["etag"] == etag and row["size_bytes"] == len(short_wav) and row["status"] == "ok"
-    assert row["event_time"].year == 1970  # the SAM sample's eventTime, as delivered
+    assert row["event_time"].year != 1970  # the object's LastModified, not the SAM sample's eventTime
 
 
 @pytest.mark.parametrize("encode", [
@@ -139,7 +144,7 @@ def test_key_with_spaces_and_unicode(env, short_wav, encode):
     (row,) = env.rows()
     assert row["key"] == FAN_KEY and row["status"] == "ok"
     assert (row["site"], row["machine_type"], row["machine_id"]) == ("site-a", "fan", "id_00")
-    assert PART.match(result["written"][0]).groups() == (DAY, "fan")
+    assert PART.match(result["written"][0]).groups() == (TODAY, "fan")
 
 
 def test_same_event_three_times_gives_one_row(env, short_wav):

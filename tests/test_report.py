@@ -51,7 +51,7 @@ def _record(spec: tuple, score_override: float | None = None, scored_delay: time
     when = START + timedelta(days=day, hours=hour)
     scored_delay = scored_delay or timedelta(hours=2 if hour == 23 else 0, minutes=1)
     key = _key(site, mtype, mid, day, hour)
-    common = dict(record_id=record_id("rec", key, "etag", "v1"), bucket="rec", key=key,
+    common = dict(record_id=record_id("rec", key, "etag"), bucket="rec", key=key,
                   event_time=None if SPEC.index(spec) == NO_EVENT_TIME else when, scored_at=when + scored_delay,
                   site=site, machine_type=mtype, machine_id=mid)
     if isinstance(outcome, str):

@@ -307,18 +307,30 @@ def put_bytes(
     return _etag(response.get("ETag"))
 
 
-def delete_keys(client: "BaseClient", bucket: str, keys: Iterable[str]) -> int:
-    """Delete objects in batches of 1000; returns how many were deleted. Missing keys are not an error."""
+def get_bytes_and_etag(client: "BaseClient", bucket: str, key: str) -> tuple[bytes, str | None]:
+    """An object we wrote ourselves and the ETag of exactly those bytes (for a later conditional delete)."""
+    data, info = _get_object(client, bucket, key, None, None)
+    return data, info.etag
+
+
+def delete_keys(client: "BaseClient", bucket: str, keys: Iterable[str], etags: dict[str, str] | None = None) -> int:
+    """Delete objects in batches of 1000; returns how many were asked. Missing keys are not an error.
+
+    With `etags`, a key is deleted only while it still has that ETag: S3 checks the condition
+    itself (DeleteObjects' per-object ETag), and a HEAD just before skips a key rewritten since,
+    for stores that ignore the condition.
+    """
     keys = list(dict.fromkeys(keys))
+    if etags is not None:
+        keys = [k for k in keys if _current_etag(client, bucket, k) == etags.get(k)]
     for start in range(0, len(keys), _DELETE_BATCH):
         batch = keys[start : start + _DELETE_BATCH]
+        objects = [{"Key": k, **({"ETag": f'"{etags[k]}"'} if etags and etags.get(k) else {})} for k in batch]
         try:
-            response = client.delete_objects(
-                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
-            )
+            response = client.delete_objects(Bucket=bucket, Delete={"Objects": objects, "Quiet": True})
         except _boto_errors() as exc:
             raise _to_storage_error(exc, "DELETE", bucket, batch[0]) from None
-        errors = response.get("Errors") or []
+        errors = [e for e in response.get("Errors") or [] if e.get("Code") != "PreconditionFailed"]
         if errors:
             first = errors[0]
             raise StorageError(
@@ -327,6 +339,15 @@ def delete_keys(client: "BaseClient", bucket: str, keys: Iterable[str]) -> int:
                 f" ({len(errors)} of {len(batch)} keys not deleted)",
             )
     return len(keys)
+
+
+def _current_etag(client: "BaseClient", bucket: str, key: str) -> str | None:
+    try:
+        return head(client, bucket, key).etag
+    except StorageError as exc:
+        if exc.code == ErrorCode.NOT_FOUND:
+            return None
+        raise
 
 
 def parse_uri(uri: str | os.PathLike[str]) -> tuple[str | None, str]:

@@ -54,23 +54,21 @@ def refusal(ref: ObjectRef, config: Settings) -> str | None:
 
 
 def _fetch(client: Any, ref: ObjectRef, config: Settings) -> tuple[ObjectRef, bytes | SignalcraftError]:
-    """Download one recording; an event without a size gets it from a HEAD first (size limit before download).
+    """HEAD, then download: the object itself says who it is before anything can fail.
 
-    The ref that comes back carries the ETag, size and version id of the bytes actually downloaded
-    (events may be stale, or made up like SAM's samples). The version id, else the ETag, names the
-    object version in the record id, so an upload event and the nightly sweep grading the same
-    bytes produce the same record id.
+    The HEAD gives the identity (version id, else ETag), the size (the limit is checked before any
+    GET) and LastModified (the partition day) of the object, whatever the event claimed; the GET
+    then confirms them for the bytes actually graded. So an upload event, the sweep, a Map batch
+    and a retry of the same object version all make the same record id, error or grade alike.
     """
     from signalcraft_core.io.objects import fetch_object, head
 
     try:
-        if ref.size is None:
-            info = head(client, ref.bucket, ref.key, ref.version_id)
-            ref = replace(ref, etag=ref.etag or info.etag, size=info.size, version_id=ref.version_id or info.version_id)
-        data, got = fetch_object(client, ref.bucket, ref.key, max_bytes=config.max_bytes, known_size=ref.size,
+        info = head(client, ref.bucket, ref.key, ref.version_id)
+        ref = _identified(ref, info)
+        data, got = fetch_object(client, ref.bucket, ref.key, max_bytes=config.max_bytes, known_size=info.size,
                                  version_id=ref.version_id)
-        ref = replace(ref, etag=got.etag or ref.etag, size=got.size, version_id=ref.version_id or got.version_id)
-        return ref, data
+        return _identified(ref, got), data
     except SignalcraftError as exc:
         return ref, exc
     except Exception as exc:  # noqa: BLE001 - an unexpected client failure is still one record
@@ -78,12 +76,18 @@ def _fetch(client: Any, ref: ObjectRef, config: Settings) -> tuple[ObjectRef, by
         return ref, StorageError(ErrorCode.STORAGE_ERROR, f"download failed: {type(exc).__name__}")
 
 
+def _identified(ref: ObjectRef, info: Any) -> ObjectRef:
+    """The ref with the object's own ETag, version id, size and LastModified (where the response has them)."""
+    modified = getattr(info, "last_modified", None)
+    return replace(ref, etag=info.etag or ref.etag, version_id=info.version_id or ref.version_id,
+                   size=info.size if info.size is not None else ref.size,
+                   event_time=modified.isoformat() if modified is not None else ref.event_time)
+
+
 def to_record(ref: ObjectRef, result: ClipScore, model_set: Any, key_info: Any, scored_at: dt.datetime) -> GradeRecord:
     """The Parquet row for one graded (or failed) object."""
-    version = ref.version_id or ref.etag
-    model_version = model_set.version if model_set is not None else "none"
     return GradeRecord(
-        record_id=record_id(ref.bucket, ref.key, version, model_version),
+        record_id=record_id(ref.bucket, ref.key, ref.version_id or ref.etag),
         bucket=ref.bucket,
         key=ref.key,
         etag=ref.etag,

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import pyarrow as pa
 
-SCHEMA_VERSION: int = 1
+SCHEMA_VERSION: int = 2  # 2: one row per recording (id without the model), files without partition columns
 
 GRADES = ("NORMAL", "WARNING", "CRITICAL")
 STATUSES = ("ok", "error")
@@ -38,20 +38,22 @@ def _f(name: str, type_: pa.DataType, description: str, nullable: bool = True) -
 
 GRADE_SCHEMA: pa.Schema = pa.schema(
     [
-        _f("record_id", pa.string(), "Deterministic id: sha256(bucket, key, version id or etag, model version), "
-           "32 hex chars. Readers dedupe on it (latest scored_at wins).", nullable=False),
+        _f("record_id", pa.string(), "The recording's identity: sha256(bucket, key, version id, else ETag), 32 hex "
+           "chars, the same on every path. One row per id in the table (latest scored_at wins).", nullable=False),
         _f("bucket", pa.string(), "Source bucket of the recording (null for a local file)."),
         _f("key", pa.string(), "Object key of the recording, or the local file path."),
         _f("etag", pa.string(), "ETag of the source object, without quotes."),
         _f("version_id", pa.string(), "Version id of the source object, when the bucket is versioned."),
         _f("size_bytes", pa.int64(), "Size of the source object in bytes."),
-        _f("event_time", _TS, "When the recording arrived (upload event time or object last-modified), UTC."),
+        _f("event_time", _TS, "LastModified of the recording object, UTC (its HEAD, never an event field); "
+           "its day is the dt partition."),
         _f("scored_at", _TS, "When this record was produced, UTC.", nullable=False),
         _f("site", pa.string(), "Site / plant the machine belongs to, when known."),
         _f("machine_type", pa.string(), "Machine type (pump, fan, slider, valve ...); selects the model set."),
         _f("machine_id", pa.string(), "Machine identifier within the site, when known."),
         _f("model_name", pa.string(), "Name of the model set that graded the recording."),
-        _f("model_version", pa.string(), "Version of the model set (part of record_id)."),
+        _f("model_version", pa.string(), "Version of the model set that graded the recording; a backfill "
+           "re-grades and replaces the row."),
         _f("profile", pa.string(), "Feature profile the model set was trained with."),
         _f("level1_score", pa.float32(), "Level 1 calibrated score, 0-100."),
         _f("level1_rules", _list(pa.string()), "Names of the explainable Level 1 rules that fired."),
@@ -206,13 +208,20 @@ class GradeRecord:
         return cls(**{k: v for k, v in row.items() if k in names})
 
 
-def record_id(bucket: str, key: str, version: str | None, model_version: str) -> str:
-    """Same object version graded by the same model -> same id, so redelivery overwrites, never duplicates.
+def record_id(bucket: str | None, key: str, version: str | None) -> str:
+    """One recording, one id: the same object version on every path (event, sweep, Map batch, retry).
 
-    `version` is the object's version id when the bucket is versioned, else its ETag.
+    `version` is the object's version id when the bucket is versioned, else its ETag, both read
+    from the object itself (HEAD) before anything else, so an error record and the later grade of
+    the same object share the id. The model is not part of it: a re-grade replaces the row.
     """
-    joined = "\x1f".join([bucket or "", key or "", version or "", model_version or ""])
+    joined = "\x1f".join([bucket or "", key or "", version or ""])
     return hashlib.sha256(joined.encode("utf-8")).hexdigest()[:32]
+
+
+def records_to_file_table(records: Sequence[GradeRecord]) -> pa.Table:
+    """The rows as a grade file stores them: FILE_SCHEMA, the partition columns left to the folder names."""
+    return records_to_table(records).select(FILE_SCHEMA.names).cast(FILE_SCHEMA)
 
 
 def records_to_table(records: Sequence[GradeRecord]) -> pa.Table:
@@ -237,8 +246,12 @@ def validate_table(table: pa.Table) -> None:
     table.validate(full=True)
 
 
-def conform_table(table: pa.Table) -> pa.Table:
-    """Select and cast GRADE_SCHEMA's columns from a table read back (drops partition columns, restores metadata)."""
+def conform_table(table: pa.Table, partition: dict[str, str] | None = None) -> pa.Table:
+    """GRADE_SCHEMA's columns from a table read back: partition values filled in from its folder
+    (`partition`, e.g. {"machine_type": "pump"}) when the file does not hold them; extra columns dropped."""
+    for name, value in (partition or {}).items():
+        if name in GRADE_SCHEMA.names and name not in table.column_names:
+            table = table.append_column(name, pa.array([value] * table.num_rows, pa.string()))
     missing = [f.name for f in GRADE_SCHEMA if f.name not in table.column_names]
     if missing:
         raise ValueError(f"table lacks grade columns: {missing}")
@@ -260,7 +273,7 @@ def safe_partition_value(value: str | None) -> str:
 
 
 def partition_date(record: GradeRecord) -> date:
-    """The day a record belongs to: its event time, else when it was scored (UTC)."""
+    """The day a record belongs to: the object's LastModified (UTC), else when it was scored."""
     when = record.event_time or record.scored_at
     return when.astimezone(timezone.utc).date()
 
@@ -338,4 +351,27 @@ def dedupe_table(table: pa.Table) -> pa.Table:
         pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1)),
     ])
     table = table.filter(first)
+    table = _drop_superseded_errors(table)
     return table.take(pc.sort_indices(table, sort_keys=[("scored_at", "ascending"), ("record_id", "ascending")]))
+
+
+def _drop_superseded_errors(table: pa.Table) -> pa.Table:
+    """An error row whose object (bucket, key, ETag) was graded later under another id is history, not a row.
+
+    This only happens when the object could not even be HEAD-ed on a versioned bucket, so its
+    error record is keyed by the ETag while the later grade is keyed by the version id.
+    """
+
+    status = table.column("status").to_pylist()
+    if "error" not in status:
+        return table
+    graded: dict[tuple, Any] = {}
+    keys = list(zip(table.column("bucket").to_pylist(), table.column("key").to_pylist(),
+                    table.column("etag").to_pylist()))
+    scored = table.column("scored_at").to_pylist()
+    for k, st, at in zip(keys, status, scored):
+        if st == "ok" and (k not in graded or at > graded[k]):
+            graded[k] = at
+    keep = [not (st == "error" and k[2] is not None and k in graded and graded[k] >= at)
+            for k, st, at in zip(keys, status, scored)]
+    return table.filter(pa.array(keep))

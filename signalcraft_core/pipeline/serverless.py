@@ -14,7 +14,12 @@ import logging
 from dataclasses import asdict
 from typing import Any
 
-from signalcraft_core.errors import ErrorCode, ModelError, StorageError
+from signalcraft_core.errors import (
+    ErrorCode,
+    ModelError,
+    SignalcraftError,
+    StorageError,
+)
 from signalcraft_core.io.events import (
     ObjectRef,
     parse_event,
@@ -31,11 +36,24 @@ from signalcraft_core.pipeline.grade import (
     summarise,
 )
 from signalcraft_core.pipeline.runtime import get_runtime
+from signalcraft_core.pipeline.sweep import (
+    SweepState,
+    check_mode,
+    day_of,
+    final_records,
+    is_candidate,
+    load_state,
+    save_state,
+    transient_keys,
+)
 
 log = logging.getLogger(__name__)
 
 #: Stop taking new sweep batches when less than this is left of the invocation.
 DEADLINE_MARGIN_MS = 60_000
+#: Compaction merges every partition that got a file in this window (the day's upload writers and
+#: sweeps), not only "yesterday": late uploads of old recordings land in old partitions.
+COMPACT_LOOKBACK_HOURS = 48
 
 
 def _start(context: Any):
@@ -94,39 +112,93 @@ def grade_upload_event(event: dict[str, Any], context: Any = None) -> dict[str, 
     return response
 
 
+class _Index:
+    """Per-run view of what is graded already: one read of each LastModified day's grade partitions."""
+
+    def __init__(self, sink: Any, store: Any) -> None:
+        self.sink, self.store = sink, store
+        self.final: dict[tuple[str, str], str] = {}
+        self.days: set[str] = set()
+
+    def done(self, ref: ObjectRef) -> bool:
+        """A final record of this object version from the model version that would grade it now."""
+        day = day_of(_utc_or_none(ref.event_time))
+        if day is None:
+            return False
+        if day not in self.days:
+            self.days.add(day)
+            self.final.update(final_records(self.sink.index_rows([day])))
+        graded_by = self.final.get((ref.key, ref.etag))
+        if graded_by is None:
+            return False
+        try:
+            return self.store.for_key(ref.key)[0].version == graded_by
+        except SignalcraftError:
+            return False  # no usable model now: grading it records the model error
+
+
+def _utc_or_none(value: str | None) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+    except ValueError:
+        return None
+
+
 def grade_map_batch(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    """One ItemBatcher batch of listed objects; storage failures become error records (a re-run fills them in)."""
+    """One ItemBatcher batch of listed objects; storage failures become error records (a re-run fills them in).
+
+    In `incremental` mode (BatchInput.mode, the default) items outside the sweep window or already
+    graded are skipped before any GET (see pipeline/sweep.py); `backfill` grades every item.
+    """
     runtime, sink = _start(context)
     batch = parse_map_batch(event)
+    mode = check_mode(batch.batch_input.get("mode"))
     refs = [ref for ref in batch.refs if refusal(ref, runtime.config) is None]
+    if mode == "incremental":
+        state = load_state(runtime.client, sink.bucket, batch.batch_input.get("bucket") or refs[0].bucket,
+                           batch.batch_input.get("prefix") or "") if refs else SweepState()
+        retry, index = set(state.retry), _Index(sink, runtime.store)
+        refs = [ref for ref in refs if is_candidate(_utc_or_none(ref.event_time), ref.key, state,
+                                                    runtime.config.sweep_overlap_hours, retry)
+                and not index.done(ref)]
     records = grade_objects(refs, runtime.client, runtime.store, runtime.config)
     written = sink.write(records) if records else []
-    return {**summarise(records), "skipped": len(batch.refs) - len(refs), "written": written}
+    return {**summarise(records), "mode": mode, "skipped": len(batch.refs) - len(refs), "written": written}
 
 
 def run_sweep(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    """List a prefix and grade it in batches until done or near the deadline; then compact.
+    """Grade what the upload events missed under a prefix, in batches, until done or near the deadline.
 
-    `{"action": "compact", "date"}` only compacts (the state machine's last step). A sweep that
-    stops before its deadline says where to resume (`resume_after`).
+    `mode`: `incremental` (default; new and retryable recordings only, see pipeline/sweep.py) or
+    `backfill` (everything again, e.g. after a new model). A complete sweep compacts the partitions
+    it and the day's writers touched and advances the sweep state; one that stops before its
+    deadline says where to resume (`resume_after`) and leaves the state as it was.
+    `{"action": "compact"}` only compacts (the state machine's last step).
     """
     runtime, sink = _start(context)
     if event.get("action") == "compact":
-        day = event.get("date") or dt.datetime.now(dt.timezone.utc).date().isoformat()
-        return {"action": "compact", "date": day, **asdict(sink.compact(day))}
+        return _compact_step(event, runtime, sink)
+    mode = check_mode(event.get("mode"))
     request = parse_sweep_event(event, runtime.config.sweep_bucket, runtime.config.sweep_prefix)
-    day = request.date or dt.datetime.now(dt.timezone.utc).date().isoformat()
+    started = dt.datetime.now(dt.timezone.utc)
+    state = load_state(runtime.client, sink.bucket, request.bucket, request.prefix) \
+        if mode == "incremental" else SweepState()
+    retry, index = set(state.retry), _Index(sink, runtime.store)
     summary = summarise(())
     batch: list[ObjectRef] = []
-    files = 0
+    counts = {"listed": 0, "outside_window": 0, "already_graded": 0, "parquet_files": 0}
+    transient: set[str] = set()
+    graded: set[str] = set()
     resume_after = None
     on_progress = getattr(context, "on_progress", None)  # set by `signalcraft sweep`; Lambda has none
 
     def flush() -> None:
-        nonlocal files, summary
+        nonlocal summary
         records = grade_objects(batch, runtime.client, runtime.store, runtime.config)
-        files += len(sink.write(records))  # one file per partition the batch touches
+        counts["parquet_files"] += len(sink.write(records))  # one file per partition the batch touches
         summary = merge_summaries(summary, summarise(records))
+        for r in records:
+            (transient if r.error_code in TRANSIENT_CODES else graded).add(r.key)
         batch.clear()
         if on_progress is not None:
             on_progress(summary["records"])
@@ -138,6 +210,15 @@ def run_sweep(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
                         event_time=info.last_modified.isoformat() if info.last_modified else None, source="sweep")
         if refusal(ref, runtime.config):
             continue
+        counts["listed"] += 1
+        if mode == "incremental":
+            if not is_candidate(info.last_modified, info.key, state, runtime.config.sweep_overlap_hours, retry):
+                counts["outside_window"] += 1
+                continue
+            if index.done(ref):
+                counts["already_graded"] += 1
+                graded.add(ref.key)
+                continue
         batch.append(ref)
         if len(batch) >= runtime.config.batch_size:
             last_key = batch[-1].key
@@ -147,8 +228,32 @@ def run_sweep(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
                 break
     if batch:
         flush()
-    result = {"bucket": request.bucket, "prefix": request.prefix, "date": day, **summary, "parquet_files": files,
+    result = {"bucket": request.bucket, "prefix": request.prefix, "mode": mode, **summary, **counts,
               "complete": resume_after is None, "resume_after": resume_after}
     if resume_after is None:
-        result["compaction"] = asdict(sink.compact(day))
+        since = started - dt.timedelta(hours=COMPACT_LOOKBACK_HOURS)
+        result["compaction"] = asdict(sink.compact(partitions=sink.touched | sink.recent_partitions(since)))
+        if mode == "incremental":
+            state = SweepState(watermark=started, retry=sorted((retry - graded) | transient))
+            save_state(runtime.client, sink.bucket, request.bucket, request.prefix, state)
+            result["watermark"] = started.isoformat()
+    return result
+
+
+def _compact_step(event: dict[str, Any], runtime: Any, sink: Any) -> dict[str, Any]:
+    """The state machine's last step: compact, then (incremental) advance the sweep state of SWEEP_BUCKET."""
+    now = dt.datetime.now(dt.timezone.utc)
+    if event.get("date"):
+        return {"action": "compact", "date": event["date"], **asdict(sink.compact(event["date"]))}
+    since = now - dt.timedelta(hours=COMPACT_LOOKBACK_HOURS)
+    partitions = sink.recent_partitions(since)
+    result = {"action": "compact", "since": since.isoformat(), **asdict(sink.compact(partitions=partitions))}
+    bucket, prefix = event.get("bucket") or runtime.config.sweep_bucket, event.get("prefix", runtime.config.sweep_prefix)
+    if check_mode(event.get("mode")) == "incremental" and bucket:
+        # the Map batches wrote their transient errors into these partitions: they become the retry list
+        rows = sink.index_rows({p.split("/")[0][len("dt="):] for p in partitions})
+        old = load_state(runtime.client, sink.bucket, bucket, prefix)
+        retry = (set(old.retry) - set(k for k, _ in final_records(rows))) | transient_keys(rows)
+        save_state(runtime.client, sink.bucket, bucket, prefix, SweepState(watermark=now, retry=sorted(retry)))
+        result["watermark"] = now.isoformat()
     return result

@@ -12,8 +12,9 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date as _date
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import pyarrow as pa
 
@@ -21,6 +22,7 @@ from signalcraft_core.errors import ErrorCode, StorageError
 from signalcraft_core.io.objects import (
     delete_keys,
     get_bytes,
+    get_bytes_and_etag,
     list_keys,
     parse_uri,
     put_bytes,
@@ -28,7 +30,9 @@ from signalcraft_core.io.objects import (
 )
 from signalcraft_core.logs import one_line
 from signalcraft_core.pipeline.records import (
+    FILE_SCHEMA,
     GRADE_SCHEMA,
+    PARTITION_COLUMNS,
     GradeRecord,
     batch_object_name,
     compacted_object_name,
@@ -37,7 +41,7 @@ from signalcraft_core.pipeline.records import (
     parquet_bytes,
     partition_path,
     read_parquet_bytes,
-    records_to_table,
+    records_to_file_table,
     safe_partition_value,
 )
 
@@ -57,21 +61,24 @@ class CompactionResult:
     partitions: int = 0
     files_in: int = 0
     files_deleted: int = 0
+    files_kept: int = 0      # inputs rewritten while compaction ran: left for the next run, never deleted
     rows_in: int = 0
     rows_out: int = 0
     written: tuple[str, ...] = ()
 
 
-class GradeSink(Protocol):
-    """Where grade records go: Parquet under dt=/machine_type= partitions, deterministic names."""
-
-    def write(self, records: Sequence[GradeRecord]) -> list[str]: ...
-
-    def compact(self, date: str, machine_type: str | None = None) -> CompactionResult: ...
-
-
+#: The columns a sweep reads to decide what is already graded.
+INDEX_COLUMNS = ("key", "etag", "status", "error_code", "model_version", "scored_at")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _INPUT_NAME = re.compile(r"^(part|compacted)-[0-9a-f]+\.parquet$")
+_PARTITION = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})/machine_type=([^/]+)/$")
+_PARTITION_IN_PATH = re.compile(r"(?:^|/)dt=(\d{4}-\d{2}-\d{2})/machine_type=([^/]+)/[^/]*$")
+
+
+def partition_values(path: str) -> dict[str, str]:
+    """{"dt": ..., "machine_type": ...} of a grade file's key or path ({} outside the layout)."""
+    match = _PARTITION_IN_PATH.search(path)
+    return dict(zip(PARTITION_COLUMNS, match.groups())) if match else {}
 
 
 def _latest_per_id(records: Sequence[GradeRecord]) -> list[GradeRecord]:
@@ -84,18 +91,26 @@ def _latest_per_id(records: Sequence[GradeRecord]) -> list[GradeRecord]:
 
 
 class _PartitionedSink:
-    """Shared write/compact logic over a tiny file API (list, get, put, delete) relative to the sink root."""
+    """Write/compact logic over a tiny file API (list, get, put, delete) relative to the sink root.
 
-    def _list(self, rel_prefix: str) -> list[str]:
+    Layout: `dt=<LastModified day>/machine_type=<type>/<name>.parquet`; a record id always lands in
+    the same partition (its object's LastModified and key never change), so compacting a partition
+    leaves one row per recording.
+    """
+
+    def __init__(self) -> None:
+        self.touched: set[str] = set()  # partitions this sink wrote to (what `compact()` merges)
+
+    def _list(self, rel_prefix: str) -> list[tuple[str, datetime | None]]:
         raise NotImplementedError
 
-    def _get(self, rel: str) -> bytes:
+    def _get(self, rel: str) -> tuple[bytes, str | None]:
         raise NotImplementedError
 
     def _put(self, rel: str, data: bytes) -> None:
         raise NotImplementedError
 
-    def _delete(self, rels: Sequence[str]) -> int:
+    def _delete(self, rels: Sequence[str], etags: dict[str, str]) -> int:
         raise NotImplementedError
 
     def _location(self, rel: str) -> str:
@@ -110,41 +125,77 @@ class _PartitionedSink:
         for partition in sorted(groups):
             rows = _latest_per_id(groups[partition])
             rel = partition + batch_object_name(rows)
-            self._put(rel, parquet_bytes(records_to_table(rows)))
+            self._put(rel, parquet_bytes(records_to_file_table(rows)))
+            self.touched.add(partition)
             written.append(self._location(rel))
         return written
 
-    def compact(self, date: str, machine_type: str | None = None) -> CompactionResult:
-        """Merge each partition of day `date` into one file: write the merged file first, delete inputs after.
+    def recent_partitions(self, since: datetime) -> set[str]:
+        """Partitions holding a file written at or after `since` (what the day's writers touched)."""
+        out = set()
+        for rel, modified in self._list(""):
+            if modified is not None and modified >= since and partition_values(rel):
+                out.add(rel.rpartition("/")[0] + "/")
+        return out
 
-        A crash between the two leaves duplicate rows that readers dedupe by record_id; nothing is lost.
-        Files written while compaction runs are not listed, so they are not deleted.
-        """
+    def index_rows(self, days: Iterable[str]) -> list[dict[str, Any]]:
+        """What the sweep needs to know about the records of these days: INDEX_COLUMNS of every row."""
+        import pyarrow.parquet as pq
+
+        rows: list[dict[str, Any]] = []
+        for day in sorted(set(days)):
+            for rel, _ in self._list(f"dt={day}/"):
+                if partition_values(rel) and _INPUT_NAME.match(rel.rpartition("/")[2]):
+                    data, _ = self._get(rel)
+                    rows += pq.read_table(pa.BufferReader(data), columns=list(INDEX_COLUMNS)).to_pylist()
+        return rows
+
+    def day_partitions(self, date: str, machine_type: str | None = None) -> set[str]:
+        """The partitions of day `date` (of one machine type, if given)."""
         if not _DATE.match(date or ""):
             raise ValueError(f"date must be YYYY-MM-DD, got {date!r}")
         _date.fromisoformat(date)
         base = f"dt={date}/" + (f"machine_type={safe_partition_value(machine_type)}/" if machine_type else "")
-        partitions: dict[str, list[str]] = {}
-        for rel in self._list(base):
-            folder, _, name = rel.rpartition("/")
-            if folder.startswith(f"dt={date}/machine_type=") and "/" not in folder[len(f"dt={date}/"):] \
-                    and _INPUT_NAME.match(name):
-                partitions.setdefault(folder + "/", []).append(rel)
-        totals = {"partitions": 0, "files_in": 0, "files_deleted": 0, "rows_in": 0, "rows_out": 0}
+        return {rel.rpartition("/")[0] + "/" for rel, _ in self._list(base) if partition_values(rel)}
+
+    def compact(self, date: str | None = None, machine_type: str | None = None, *,
+                partitions: Iterable[str] | None = None) -> CompactionResult:
+        """Merge each partition into one deduplicated file: write the merged file first, delete inputs after.
+
+        Which partitions: `partitions`, else those of day `date` (and `machine_type`), else the ones
+        this sink wrote to. An input is deleted only if it still has the
+        ETag compaction read (a re-run that rewrote it meanwhile keeps its new rows); a crash between
+        write and delete leaves rows twice, which the next compaction and every reader dedupe.
+        """
+        if partitions is None:
+            partitions = self.day_partitions(date, machine_type) if date is not None else self.touched
+        targets = sorted(set(partitions))
+        totals = {"partitions": 0, "files_in": 0, "files_deleted": 0, "files_kept": 0, "rows_in": 0, "rows_out": 0}
         written: list[str] = []
-        for folder in sorted(partitions):
-            inputs = sorted(partitions[folder])
+        for folder in targets:
+            if not _PARTITION.match(folder):
+                raise ValueError(f"not a grades partition: {folder!r}")
+            inputs = sorted(rel for rel, _ in self._list(folder)
+                            if rel.rpartition("/")[0] + "/" == folder and _INPUT_NAME.match(rel.rpartition("/")[2]))
             if len(inputs) < 2:
                 continue  # nothing to merge
-            table = pa.concat_tables([conform_table(read_parquet_bytes(self._get(rel))) for rel in inputs])
+            etags: dict[str, str] = {}
+            tables = []
+            for rel in inputs:
+                data, etag = self._get(rel)
+                etags[rel] = etag
+                tables.append(conform_table(read_parquet_bytes(data), partition_values(rel)))
+            table = pa.concat_tables(tables)
             merged = dedupe_table(table)
             out = folder + compacted_object_name(merged.column("record_id").to_pylist())
-            self._put(out, parquet_bytes(merged))
-            deleted = self._delete([rel for rel in inputs if rel != out])
+            self._put(out, parquet_bytes(merged.select(FILE_SCHEMA.names).cast(FILE_SCHEMA)))
+            stale = [rel for rel in inputs if rel != out]
+            deleted = self._delete(stale, etags)
             written.append(self._location(out))
             totals["partitions"] += 1
             totals["files_in"] += len(inputs)
             totals["files_deleted"] += deleted
+            totals["files_kept"] += len(stale) - deleted
             totals["rows_in"] += table.num_rows
             totals["rows_out"] += merged.num_rows
         return CompactionResult(written=tuple(written), **totals)
@@ -154,6 +205,7 @@ class S3GradeSink(_PartitionedSink):
     """Grade records as Parquet objects under s3://bucket/prefix/dt=…/machine_type=…/."""
 
     def __init__(self, client: "BaseClient", bucket: str, prefix: str = "grades/") -> None:
+        super().__init__()
         self.client = client
         self.bucket = bucket
         prefix = (prefix or "").lstrip("/")
@@ -163,18 +215,19 @@ class S3GradeSink(_PartitionedSink):
     def uri(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
 
-    def _list(self, rel_prefix: str) -> list[str]:
+    def _list(self, rel_prefix: str) -> list[tuple[str, datetime | None]]:
         keys = list_keys(self.client, self.bucket, self.prefix + rel_prefix, suffixes=(".parquet",))
-        return [info.key[len(self.prefix) :] for info in keys]
+        return [(info.key[len(self.prefix) :], info.last_modified) for info in keys]
 
-    def _get(self, rel: str) -> bytes:
-        return get_bytes(self.client, self.bucket, self.prefix + rel)
+    def _get(self, rel: str) -> tuple[bytes, str | None]:
+        return get_bytes_and_etag(self.client, self.bucket, self.prefix + rel)
 
     def _put(self, rel: str, data: bytes) -> None:
         put_bytes(self.client, self.bucket, self.prefix + rel, data, content_type=PARQUET_CONTENT_TYPE)
 
-    def _delete(self, rels: Sequence[str]) -> int:
-        return delete_keys(self.client, self.bucket, [self.prefix + rel for rel in rels])
+    def _delete(self, rels: Sequence[str], etags: dict[str, str]) -> int:
+        return delete_keys(self.client, self.bucket, [self.prefix + rel for rel in rels],
+                           etags={self.prefix + rel: etags[rel] for rel in rels if etags.get(rel)})
 
     def _location(self, rel: str) -> str:
         return self.prefix + rel
@@ -190,29 +243,39 @@ def _visible_parquet(root: Path) -> list[Path]:
     return sorted(found)
 
 
+def _file_tag(path: Path) -> str:
+    """A local file's stand-in for an ETag: changes whenever the file is replaced."""
+    st = path.stat()
+    return f"{st.st_ino}-{st.st_size}-{st.st_mtime_ns}"
+
+
 class LocalGradeSink(_PartitionedSink):
     """Grade records as Parquet files in a local folder with the same Hive layout (CLI `--out DIR`, tests)."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
+        super().__init__()
         self.root = Path(root)
 
     @property
     def uri(self) -> str:
         return str(self.root)
 
-    def _list(self, rel_prefix: str) -> list[str]:
+    def _list(self, rel_prefix: str) -> list[tuple[str, datetime | None]]:
         start = self.root / rel_prefix
         if not start.is_dir():
             return []
-        return [p.relative_to(self.root).as_posix() for p in _visible_parquet(start)]
+        return [(p.relative_to(self.root).as_posix(),
+                 datetime.fromtimestamp(p.stat().st_mtime, tz=timezone.utc)) for p in _visible_parquet(start)]
 
-    def _get(self, rel: str) -> bytes:
+    def _get(self, rel: str) -> tuple[bytes, str | None]:
+        path = self.root / rel
         try:
-            return (self.root / rel).read_bytes()
+            tag = _file_tag(path)
+            return path.read_bytes(), tag
         except FileNotFoundError:
-            raise StorageError(ErrorCode.NOT_FOUND, f"file not found: {self.root / rel}") from None
+            raise StorageError(ErrorCode.NOT_FOUND, f"file not found: {path}") from None
         except OSError as exc:
-            raise StorageError(ErrorCode.STORAGE_ERROR, f"cannot read {self.root / rel}: {exc.strerror}") from None
+            raise StorageError(ErrorCode.STORAGE_ERROR, f"cannot read {path}: {exc.strerror}") from None
 
     def _put(self, rel: str, data: bytes) -> None:
         target = self.root / rel
@@ -225,10 +288,18 @@ class LocalGradeSink(_PartitionedSink):
             tmp.unlink(missing_ok=True)
             raise StorageError(ErrorCode.STORAGE_ERROR, f"cannot write {target}: {exc.strerror}") from None
 
-    def _delete(self, rels: Sequence[str]) -> int:
+    def _delete(self, rels: Sequence[str], etags: dict[str, str]) -> int:
+        deleted = 0
         for rel in rels:
-            (self.root / rel).unlink(missing_ok=True)
-        return len(rels)
+            path = self.root / rel
+            try:
+                if _file_tag(path) != etags.get(rel):
+                    continue  # replaced since compaction read it
+            except FileNotFoundError:
+                continue
+            path.unlink(missing_ok=True)
+            deleted += 1
+        return deleted
 
     def _location(self, rel: str) -> str:
         return str(self.root / rel)
@@ -240,15 +311,15 @@ class LocalGradeSink(_PartitionedSink):
 def _finish(tables: list[pa.Table], dedupe: bool) -> pa.Table:
     if not tables:
         return GRADE_SCHEMA.empty_table()
-    table = pa.concat_tables([conform_table(t) for t in tables])
+    table = pa.concat_tables(tables)
     return dedupe_table(table) if dedupe else table
 
 
 def read_grades(uri: str | os.PathLike[str], client: "BaseClient | None" = None, dedupe: bool = True) -> pa.Table:
     """All grade rows under a local folder or s3:// prefix (or one Parquet file), as a GRADE_SCHEMA table.
 
-    Partition folders are not turned into columns (rows already carry machine_type). With `dedupe`,
-    one row per record_id (latest scored_at), ordered by (scored_at, record_id).
+    machine_type comes from the partition folders (files do not repeat it). With `dedupe`, one row
+    per recording (latest scored_at), ordered by (scored_at, record_id).
     """
     bucket, path = parse_uri(uri)
     if bucket is not None:
@@ -261,25 +332,27 @@ def read_grades(uri: str | os.PathLike[str], client: "BaseClient | None" = None,
                     if not any(p.startswith((".", "_")) for p in info.key[len(prefix) :].split("/"))]
         if not keys:
             return _finish([], dedupe)
+
+        def load(k: str) -> pa.Table:
+            return conform_table(read_parquet_bytes(get_bytes(client, bucket, k)), partition_values(k))
+
         with ThreadPoolExecutor(max_workers=min(8, len(keys))) as pool:
-            tables = list(pool.map(lambda k: read_parquet_bytes(get_bytes(client, bucket, k)), keys))
-        return _finish(tables, dedupe)
+            return _finish(list(pool.map(load, keys)), dedupe)
 
     import pyarrow.dataset as ds
 
     root = Path(path)
-    if root.is_file():
-        files = [root]
-    elif root.is_dir():
-        files = _visible_parquet(root)
-    else:
+    if not root.exists():
         raise StorageError(ErrorCode.NOT_FOUND, f"no such grades folder: {root}")
-    if not files:
-        return _finish([], dedupe)
+    if root.is_file() or not _visible_parquet(root):
+        files = [root] if root.is_file() else []
+        return _finish([conform_table(read_parquet_bytes(f.read_bytes()), partition_values(f.as_posix()))
+                        for f in files],
+                       dedupe)
     try:
-        dataset = ds.dataset([str(f) for f in files], format="parquet", schema=GRADE_SCHEMA)
-        table = dataset.to_table()
+        partitioning = ds.partitioning(pa.schema([(name, pa.string()) for name in PARTITION_COLUMNS]), flavor="hive")
+        table = ds.dataset(str(root), format="parquet", partitioning=partitioning).to_table()
     except (OSError, pa.ArrowInvalid) as exc:
         raise StorageError(ErrorCode.STORAGE_ERROR, f"cannot read grades under {root}: {one_line(str(exc))}") \
             from None
-    return _finish([table], dedupe)
+    return _finish([conform_table(table)], dedupe)
