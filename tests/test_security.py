@@ -411,8 +411,8 @@ def test_dot_dot_keys_are_just_keys(sec, monkeypatch, tmp_path):
         sec.put(key, clip(10 + i))
         result = score_upload.handler(sec.event(key), Context(f"req-dots-{i}"))
         assert result["records"] == 1 and result["errors"] == {}, result
-    sweep = fleet_sweep.handler({"bucket": sec.recordings, "prefix": "", "date": DAY})
-    assert sweep["records"] == len(keys)
+    sweep = fleet_sweep.handler({"bucket": sec.recordings, "prefix": "", "date": DAY, "mode": "backfill"})
+    assert sweep["records"] == len(keys)  # everything again (incremental would skip what the uploads graded)
     rows = read_grades(f"s3://{sec.grades}/grades/", sec.s3).to_pylist()
     assert sorted(r["key"] for r in rows) == sorted(keys)  # verbatim, one record each (upload and sweep agree)
     assert all(PART.match(k) for k in sec.parquet_keys()), sec.parquet_keys()
@@ -494,7 +494,8 @@ def test_logs_are_json_with_the_request_id_and_leak_nothing(sec, captured_logs, 
         score_upload.handler(sec.event(leaky), Context("req-direct-2"))
     outputs.append(str(info.value))
     assert "AccessDenied" in str(info.value)
-    sweep = fleet_sweep.handler({"bucket": sec.recordings, "prefix": "site-a/", "date": DAY}, Context("req-sweep-3"))
+    sweep = fleet_sweep.handler({"bucket": sec.recordings, "prefix": "site-a/", "date": DAY, "mode": "backfill"},
+                                Context("req-sweep-3"))
     outputs.append(json.dumps(sweep))
     assert sweep["errors"] == {"not_wav": 1, "storage_error": 1}
 
