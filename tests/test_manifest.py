@@ -200,6 +200,21 @@ def test_hash_matching_but_broken_sections_are_model_errors(model_dir):
         load_model_set(model_dir)
 
 
+@pytest.mark.parametrize("edit, field", [
+    (lambda m: m["level1"].update(features=m["level1"]["features"][:-1]), "level1.features"),
+    (lambda m: m["level1"].update(descriptor={**m["level1"]["descriptor"], "n_fft": 1024}), "level1.descriptor.n_fft"),
+    (lambda m: m["level2"].update(input_dim=m["level2"]["input_dim"] + 1), "level2.input_dim"),
+])
+def test_feature_settings_that_do_not_match_the_code_are_refused(model_dir, edit, field):
+    """Loading compares what training recorded with what this code computes; the message names the field."""
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    assert manifest["level1"]["descriptor"]["n_fft"] == 2048  # training records the descriptor recipe
+    load_model_set(model_dir)
+    edit_manifest(model_dir, edit)
+    with pytest.raises(ModelError, match=field.replace(".", r"\.")):
+        load_model_set(model_dir)
+
+
 def test_a_manifest_without_any_level_is_refused(model_dir):
     def drop(m):
         m["artifacts"] = {}

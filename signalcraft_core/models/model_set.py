@@ -56,6 +56,36 @@ class ModelSet:
         return self.level2_module is not None
 
 
+def descriptor_settings() -> dict[str, Any]:
+    """The Level-1 descriptor recipe of this code (dsp/descriptors.py), as training records it in the manifest."""
+    from signalcraft_core.dsp import descriptors as d
+
+    return {"n_fft": d.N_FFT, "hop_length": d.HOP_LENGTH, "n_mels": d.N_MELS, "n_mfcc": d.N_MFCC,
+            "roll_percent": d.ROLL_PERCENT, "top_db": d.TOP_DB}
+
+
+def check_feature_settings(root: Path, manifest: dict[str, Any], profile: FeatureConfig) -> None:
+    """Refuse a set whose recorded feature settings are not what this code computes (one field named).
+
+    A set trained by another version of the feature code would be scored on numbers it never saw:
+    quietly wrong grades. Fields a manifest does not record (older sets) are not checked.
+    """
+    from signalcraft_core.dsp.descriptors import LEVEL1_FEATURE_NAMES
+
+    level1 = manifest.get("level1") or {}
+    level2 = manifest.get("level2") or {}
+    if "features" in level1 and list(level1["features"]) != list(LEVEL1_FEATURE_NAMES):
+        raise ModelError(f"{root}: manifest level1.features do not match this code's descriptors "
+                         f"({len(level1['features'])} recorded, {len(LEVEL1_FEATURE_NAMES)} computed)")
+    for name, value in (level1.get("descriptor") or {}).items():
+        if descriptor_settings().get(name) != value:
+            raise ModelError(f"{root}: manifest level1.descriptor.{name} is {value!r}, this code uses "
+                             f"{descriptor_settings().get(name)!r}")
+    if "input_dim" in level2 and int(level2["input_dim"]) != profile.dim:
+        raise ModelError(f"{root}: manifest level2.input_dim is {level2['input_dim']}, the profile "
+                         f"{profile.name!r} makes {profile.dim} features")
+
+
 def _calibration(root: Path, section: dict[str, Any], level: str) -> Calibration:
     """The section's calibration; a missing or malformed one is a model error, not a crash at scoring."""
     try:
@@ -77,6 +107,7 @@ def load_model_set(model_dir: str | Path, manifest: dict[str, Any] | None = None
         profile = FeatureConfig.from_dict(manifest["profile"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{root}: manifest profile is invalid ({exc})") from None
+    check_feature_settings(root, manifest, profile)
     model_set = ModelSet(root=root, manifest=manifest, profile=profile)
     level2 = manifest.get("level2") or {}
     if LEVEL2_ARTIFACT in paths:
