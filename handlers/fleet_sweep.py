@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from signalcraft_core.pipeline.observability import lambda_handler
 from signalcraft_core.pipeline.serverless import run_sweep
 
 
+@lambda_handler  # Powertools logs (cold start, request and correlation ids), EMF metrics, tracing switch
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     return run_sweep(event, context)

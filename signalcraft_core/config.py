@@ -18,6 +18,8 @@ from signalcraft_core.errors import ConfigError
 PREFERENCES = ("hybrid", "level1", "level2")
 #: What the nightly sweep grades: what is new since the last sweep, or everything again.
 SWEEP_MODES = ("incremental", "backfill")
+#: LOG_LEVEL values (the first is the default).
+LOG_LEVELS = ("INFO", "DEBUG", "WARNING", "ERROR", "CRITICAL")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,17 @@ class Settings:
     sweep_prefix: str = ""
     sweep_overlap_hours: float = 24.0
     level2_engine: str = "auto"
+    # -- operations (issue 15): Powertools logs / metrics / tracing, machine alerts
+    log_level: str = "INFO"
+    service_name: str = "signalcraft-scoring"
+    metrics_namespace: str = "SignalCraft"
+    trace_enabled: bool = False
+    in_lambda: bool = False  # AWS_LAMBDA_RUNTIME_API is set: EMF to stdout; otherwise metrics go to the logs
+    alert_topic_arn: str | None = None
+    alert_event_bus: str | None = None
+    alerts_file: str | None = None  # local runs: JSON lines; None = ~/.signalcraft/alerts.jsonl
+    alert_max_age_hours: float = 48.0  # a CRITICAL grade of an older recording (backfill) pages nobody
+    alert_trend_days: int = 7  # calendar days of daily medians the trend test looks at
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -59,6 +72,16 @@ class Settings:
             sweep_prefix=env.get("SWEEP_PREFIX", ""),
             sweep_overlap_hours=_number(env, "SWEEP_OVERLAP_HOURS", cls.sweep_overlap_hours, float, 0),
             level2_engine=_choice(env, "SIGNALCRAFT_LEVEL2_ENGINE", ("auto", "torch")),
+            log_level=_choice(env, "LOG_LEVEL", LOG_LEVELS, upper=True),
+            service_name=env.get("POWERTOOLS_SERVICE_NAME") or cls.service_name,
+            metrics_namespace=env.get("POWERTOOLS_METRICS_NAMESPACE") or cls.metrics_namespace,
+            trace_enabled=not _flag(env, "POWERTOOLS_TRACE_DISABLED", default=True),
+            in_lambda=bool(env.get("AWS_LAMBDA_RUNTIME_API")),
+            alert_topic_arn=env.get("ALERT_TOPIC_ARN") or None,
+            alert_event_bus=env.get("ALERT_EVENT_BUS") or None,
+            alerts_file=env.get("SIGNALCRAFT_ALERTS_FILE") or None,
+            alert_max_age_hours=_number(env, "ALERT_MAX_AGE_HOURS", cls.alert_max_age_hours, float, 0),
+            alert_trend_days=_number(env, "ALERT_TREND_DAYS", cls.alert_trend_days, int, 3),
         )
 
 
@@ -80,11 +103,24 @@ def _prefix(value: str) -> str:
     return value if not value or value.endswith("/") else value + "/"
 
 
-def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], upper: bool = False) -> str:
     value = env.get(name) or choices[0]
+    value = value.strip().upper() if upper else value
     if value not in choices:
         raise ConfigError(name, f"must be one of {', '.join(choices)}, not {value!r}")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """A true/false setting (Powertools' spelling: true/false, 1/0, yes/no, on/off)."""
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on", "y", "t"):
+        return True
+    if raw in ("0", "false", "no", "off", "n", "f"):
+        return False
+    raise ConfigError(name, f"must be true or false, not {env.get(name)!r}")
 
 
 def _number(env: Mapping[str, str], name: str, default: float, kind: type, minimum: float) -> Any:

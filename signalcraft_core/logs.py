@@ -1,8 +1,13 @@
-"""Structured JSON logs with the request id (Lambda Powertools style), safe to ship anywhere.
+"""Structured JSON logs (AWS Lambda Powertools' formatter), scrubbed of secrets, readable on a terminal.
 
-One JSON object per line: level, message, logger, timestamp, request_id and any `extra` fields.
+One JSON object per line: Powertools' keys (level, location, message, timestamp, service, and once a
+handler runs: cold_start, function_name, function_request_id, correlation_id, xray_trace_id) plus
+`logger`, `request_id` and any `extra` fields. `configure()` gives the `signalcraft_core` and
+`handlers` loggers one shared handler; pipeline/observability.py hands the same handler and formatter
+to the Powertools `Logger`, so the Lambda context keys it injects reach every module's lines.
 Nothing here logs credentials or presigned URLs: storage errors are scrubbed at their source, and every
-string field of a log line goes through `scrub` too.
+string field of a log line goes through `scrub` too. On a terminal the same entries print as one
+`time LEVEL message key=value ...` line instead of JSON.
 """
 
 from __future__ import annotations
@@ -13,26 +18,66 @@ import logging
 import os
 import re
 import sys
-import time
+from typing import Any
+
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
-_RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
-class JsonFormatter(logging.Formatter):
+class JsonFormatter(LambdaPowertoolsFormatter):
+    """Powertools' structured JSON, with `logger` and `request_id`, every string scrubbed before encoding."""
+
+    def __init__(self, **options: Any) -> None:
+        options.setdefault("utc", True)
+        options.setdefault("use_rfc3339", True)
+        options.setdefault("log_record_order", ["level", "message", "logger", "timestamp", "request_id"])
+        super().__init__(**options)
+
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "level": record.levelname,
-            "message": record.getMessage(),
-            "logger": record.name,
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-            "request_id": request_id.get(),
-        }
-        entry.update({k: v for k, v in vars(record).items() if k not in _RESERVED and not k.startswith("_")})
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+        extra = record.__dict__
+        extra.setdefault("logger", record.name)
+        if "request_id" not in extra and request_id.get() is not None:
+            extra["request_id"] = request_id.get()
+        return super().format(record)
+
+    def serialize(self, log: dict[str, Any]) -> str:  # type: ignore[override]
         # Every string in the entry is scrubbed before encoding, so the line stays valid JSON.
-        return json.dumps(_scrub_fields(entry), default=_scrubbed_str)
+        return json.dumps(_scrub_fields(log), default=_scrubbed_str, separators=(",", ":"), ensure_ascii=False)
+
+
+class LogHandler(logging.StreamHandler):
+    """The one stream handler: JSON lines, or `time LEVEL message key=value` when the stream is a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        if not isinstance(self.formatter, JsonFormatter) or not _is_terminal(self.stream):
+            return line
+        return as_text(json.loads(line))
+
+
+#: Keys a terminal line leaves out (they are the same on every line of an invocation, or noise there).
+_QUIET_KEYS = {"level", "message", "timestamp", "logger", "location", "service", "sampling_rate", "cold_start",
+               "function_name", "function_memory_size", "function_arn", "function_request_id", "request_id",
+               "xray_trace_id", "correlation_id", "exception", "exception_name", "stack_trace", "exception_notes"}
+
+
+def as_text(entry: dict[str, Any]) -> str:
+    """One log entry as a terminal line: `12:00:00.123 INFO  graded key=... grade=CRITICAL`."""
+    stamp = str(entry.get("timestamp", ""))[11:23]
+    fields = " ".join(f"{k}={v if isinstance(v, (str, int, float)) else json.dumps(v)}"
+                      for k, v in entry.items() if k not in _QUIET_KEYS)
+    line = f"{stamp} {entry.get('level', ''):<7} {entry.get('message', '')}" + (f"  {fields}" if fields else "")
+    return line + ("\n" + entry["exception"] if entry.get("exception") else "")
+
+
+def _is_terminal(stream: Any) -> bool:
+    """Whether log lines land on a terminal; a stream without isatty() (local invoke's stderr proxy) follows stderr."""
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if callable(isatty) else sys.stderr.isatty()
+    except (ValueError, OSError):  # closed stream
+        return False
 
 
 def _scrubbed_str(value: object) -> str:
@@ -53,16 +98,24 @@ def _scrub_fields(value: object, depth: int = 0) -> object:
     return value
 
 
-def configure(level: str | None = None, stream=None) -> None:
-    """Route the `signalcraft_core` and `handlers` loggers through the JSON formatter, once."""
-    handler = logging.StreamHandler(stream or sys.stdout)
-    handler.setFormatter(JsonFormatter())
+_handler: LogHandler | None = None
+
+
+def configure(level: str | None = None, stream=None) -> LogHandler:
+    """Route the `signalcraft_core` and `handlers` loggers through one JSON handler (created once); returns it."""
+    global _handler
+    if _handler is None:
+        _handler = LogHandler(stream or sys.stdout)
+        _handler.setFormatter(JsonFormatter())
+    elif stream is not None:
+        _handler.stream = stream  # not setStream(): that flushes the old, maybe closed, stream
     for name in ("signalcraft_core", "handlers"):
         logger = logging.getLogger(name)
-        if not any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
-            logger.addHandler(handler)
+        if _handler not in logger.handlers:
+            logger.addHandler(_handler)
         logger.setLevel((level or os.environ.get("LOG_LEVEL") or "INFO").upper())
         logger.propagate = False
+    return _handler
 
 
 #: A URL's query string (presigned URLs carry X-Amz-Credential / X-Amz-Signature there): dropped.

@@ -1,10 +1,12 @@
 """The serverless front doors, once: an upload event, a Distributed Map batch, the nightly sweep.
 
 Each handler in handlers/ is one call into here. What the platform needs lives here too:
-partial batch failures for SQS (the shape of Powertools' `process_partial_response`: a failed
-message is retried alone, the others are done), raising for a direct invocation whose recording
+partial batch failures for SQS (Powertools' `BatchProcessor`: a failed message is retried alone, the
+others are done), raising for a direct invocation whose recording
 could not be graded for a transient reason (Lambda retries, then the on-failure queue), and the
-deadline-bounded sweep loop.
+deadline-bounded sweep loop. Every grading call is counted for the invocation's metrics
+(observability.py), and written records feed the machine alerts (alerts.py): CRITICAL grades here,
+rising trends when a sweep completes.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from signalcraft_core.io.events import (
 )
 from signalcraft_core.io.objects import list_keys
 from signalcraft_core.logs import request_id
+from signalcraft_core.pipeline import alerts, observability
 from signalcraft_core.pipeline.grade import (
     TRANSIENT_CODES,
     grade_objects,
@@ -62,6 +65,31 @@ def _start(context: Any):
     return runtime, runtime.sink()  # no OUTPUT_BUCKET: fail before grading anything
 
 
+def _grade(refs: list[ObjectRef], runtime: Any) -> list:
+    """grade_objects, counted for the invocation's metrics (records, latency, bytes, model cache)."""
+    with observability.span("grade_objects"):
+        return observability.graded(runtime.store,
+                                    lambda: grade_objects(refs, runtime.client, runtime.store, runtime.config))
+
+
+def _alert_critical(records: list, runtime: Any, sink: Any) -> None:
+    """A CRITICAL grade among records just written: one alert per machine and day (alerts.py)."""
+    if any(r.grade == "CRITICAL" for r in records):
+        alerts.critical_alerts(records, runtime.config, runtime.client, sink.bucket)
+
+
+def _alert_trends(runtime: Any, sink: Any) -> None:
+    """After a complete sweep: machines whose daily median score climbs (alerts.py); never fails the sweep."""
+    try:
+        alerts.trend_alerts(runtime.client, sink.bucket, sink.prefix, runtime.config)
+    except SignalcraftError as exc:
+        log.warning("trend alerts not checked", extra={"error_code": exc.code.value, "reason": exc.message})
+
+
+class _Retry(Exception):
+    """This SQS message goes back to the queue (BatchProcessor lists it in batchItemFailures)."""
+
+
 def grade_upload_event(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """Grade every recording an object-store event names (S3, MinIO, EventBridge, SQS of any of those).
 
@@ -74,14 +102,16 @@ def grade_upload_event(event: dict[str, Any], context: Any = None) -> dict[str, 
     failures: list[dict[str, str]] = []
     skipped: list[dict[str, str]] = []
     written: list[str] = []
-    for item in items:
+
+    def grade_item(item: Any) -> None:
+        """Grade one item; raises _Retry (SQS message) or the transient error (direct invocation)."""
+        nonlocal summary, written
         if item.error:
             log.warning("unreadable message", extra={"message_id": item.message_id, "reason": item.error})
-            failures.append({"itemIdentifier": item.message_id or ""})
-            continue
+            raise _Retry(item.error)
         if item.skipped:
             skipped.append({"reason": item.skipped})
-            continue
+            return
         refs = []
         for ref in item.refs:
             reason = refusal(ref, runtime.config)
@@ -90,7 +120,7 @@ def grade_upload_event(event: dict[str, Any], context: Any = None) -> dict[str, 
                 skipped.append({"key": ref.key, "reason": reason})
             else:
                 refs.append(ref)
-        records = grade_objects(refs, runtime.client, runtime.store, runtime.config)
+        records = _grade(refs, runtime)
         final = [r for r in records if r.error_code not in TRANSIENT_CODES]
         written += sink.write(final) if final else []
         summary = merge_summaries(summary, summarise(final))
@@ -98,6 +128,7 @@ def grade_upload_event(event: dict[str, Any], context: Any = None) -> dict[str, 
         for r in records:
             log.info("graded", extra={"key": r.key, "status": r.status, "grade": r.grade, "score": r.score,
                                       "error_code": r.error_code})
+        _alert_critical(final, runtime, sink)
         if transient:
             if item.message_id is None:
                 first = transient[0]
@@ -105,11 +136,61 @@ def grade_upload_event(event: dict[str, Any], context: Any = None) -> dict[str, 
                     raise ModelError(f"{len(transient)} object(s) could not be graded: {first.error_message}")
                 raise StorageError(ErrorCode.STORAGE_ERROR,
                                    f"{len(transient)} object(s) could not be read: {first.error_message}")
-            failures.append({"itemIdentifier": item.message_id})
+            raise _Retry(transient[0].error_code)
+
+    is_sqs = any(item.message_id is not None for item in items)
+    if is_sqs:
+        failures = _sqs_batch(event, items, grade_item)
+    else:
+        for item in items:
+            grade_item(item)
     response: dict[str, Any] = {**summary, "skipped": skipped, "written": written}
-    if any(item.message_id is not None for item in items):
+    if is_sqs:
         response["batchItemFailures"] = failures
     return response
+
+
+def _sqs_batch(event: dict[str, Any], items: list, grade_item: Any) -> list[dict[str, str]]:
+    """batchItemFailures of an SQS batch, with Powertools' BatchProcessor (one item per SQS record, in order).
+
+    Only _Retry marks a message failed; any other exception is a programming error and fails the
+    invocation once every message had its turn (Lambda's Errors metric and alarm see it).
+    """
+    from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
+
+    records = event["Records"]
+    by_record = {id(raw): item for raw, item in zip(records, items)}
+    unexpected: list[BaseException] = []
+
+    def handle(record: Any) -> None:
+        try:
+            grade_item(by_record[id(record.raw_event)])
+        except _Retry:
+            raise
+        except Exception as exc:
+            unexpected.append(exc)
+            raise
+
+    if not all(isinstance(r.get("messageId"), str) for r in records):
+        failures = []
+        for raw, item in zip(records, items):  # no messageId to report: the same loop by hand
+            try:
+                handle(_RawRecord(raw))
+            except _Retry:
+                failures.append({"itemIdentifier": item.message_id or ""})
+    else:
+        processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+        with processor(records=records, handler=handle):
+            processor.process()
+        failures = processor.response()["batchItemFailures"]
+    if unexpected:
+        raise unexpected[0]
+    return failures
+
+
+class _RawRecord:
+    def __init__(self, raw: Any) -> None:
+        self.raw_event = raw
 
 
 class _Index:
@@ -161,8 +242,9 @@ def grade_map_batch(event: dict[str, Any], context: Any = None) -> dict[str, Any
         refs = [ref for ref in refs if is_candidate(_utc_or_none(ref.event_time), ref.key, state,
                                                     runtime.config.sweep_overlap_hours, retry)
                 and not index.done(ref)]
-    records = grade_objects(refs, runtime.client, runtime.store, runtime.config)
+    records = _grade(refs, runtime)
     written = sink.write(records) if records else []
+    _alert_critical(records, runtime, sink)
     return {**summarise(records), "mode": mode, "skipped": len(batch.refs) - len(refs), "written": written}
 
 
@@ -194,8 +276,9 @@ def run_sweep(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
 
     def flush() -> None:
         nonlocal summary
-        records = grade_objects(batch, runtime.client, runtime.store, runtime.config)
+        records = _grade(batch, runtime)
         counts["parquet_files"] += len(sink.write(records))  # one file per partition the batch touches
+        _alert_critical(records, runtime, sink)
         summary = merge_summaries(summary, summarise(records))
         for r in records:
             (transient if r.error_code in TRANSIENT_CODES else graded).add(r.key)
@@ -237,6 +320,7 @@ def run_sweep(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
             state = SweepState(watermark=started, retry=sorted((retry - graded) | transient))
             save_state(runtime.client, sink.bucket, request.bucket, request.prefix, state)
             result["watermark"] = started.isoformat()
+        _alert_trends(runtime, sink)
     return result
 
 
@@ -256,4 +340,5 @@ def _compact_step(event: dict[str, Any], runtime: Any, sink: Any) -> dict[str, A
         retry = (set(old.retry) - set(k for k, _ in final_records(rows))) | transient_keys(rows)
         save_state(runtime.client, sink.bucket, bucket, prefix, SweepState(watermark=now, retry=sorted(retry)))
         result["watermark"] = now.isoformat()
+    _alert_trends(runtime, sink)
     return result
