@@ -19,6 +19,7 @@ class ErrorCode(str, Enum):
     TOO_LONG = "too_long"                # longer than the configured maximum (10 min)
     TOO_LARGE = "too_large"              # object bigger than the download limit (checked before download)
     NON_FINITE = "non_finite"            # NaN or inf samples in a float WAV
+    OUT_OF_RANGE = "out_of_range"        # float samples far beyond full scale (|x| > 1e3, e.g. 1e20): garbage or a wrong scale
     SILENT = "silent"                    # digital silence: nothing to grade
     # Environment.
     NOT_FOUND = "not_found"              # object or file vanished before we read it

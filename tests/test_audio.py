@@ -295,6 +295,7 @@ ERROR_CASES: dict[str, tuple[bytes, ErrorCode]] = {
     "NaN": (encode_wav(np.r_[_tone(16000, 1.0), np.nan], 16000, "float32"), ErrorCode.NON_FINITE),
     "inf": (encode_wav(np.r_[-np.inf, _tone(16000, 1.0)], 16000, "float64"), ErrorCode.NON_FINITE),
     "silence": (encode_wav(np.zeros(16000), 16000), ErrorCode.SILENT),
+    "1e20 float32": (encode_wav(np.r_[_tone(16000, 1.0), 1e20], 16000, "float32"), ErrorCode.OUT_OF_RANGE),
 }
 
 
@@ -452,3 +453,126 @@ def test_peak_memory_is_a_couple_of_float_copies(monkeypatch: pytest.MonkeyPatch
         tracemalloc.stop()
     one_copy = rate * seconds * 4  # float32 signal at the input rate
     assert peak < 2.5 * one_copy, peak / one_copy
+
+
+# ------------------------------------------------------------------------------------ over-range floats
+
+
+@pytest.mark.parametrize("magnitude", [1e20, 1e25, 1e30, -1e30, 1001.0])
+@pytest.mark.parametrize("fmt", ["float32", "float64"])
+def test_over_range_float_samples_are_refused(fmt: str, magnitude: float) -> None:
+    x = _tone(16000, 1.2)
+    x[7000] = magnitude
+    assert _code(encode_wav(x, 16000, fmt)) is ErrorCode.OUT_OF_RANGE
+    assert _code(encode_wav(np.r_[x, x, x], 48000, fmt)) is ErrorCode.OUT_OF_RANGE  # resampled files too
+
+
+def test_over_range_bound_is_inclusive_and_per_channel() -> None:
+    x = _tone(16000, 1.2, amp=1.0) * 1000.0  # exactly the bound: a loud but legal float file
+    assert decode_wav(encode_wav(x, 16000, "float32")).samples.max() == pytest.approx(1000.0, rel=1e-6)
+    both = np.stack([_tone(16000, 1.2), _tone(16000, 1.2)], 1)
+    both[100] = (1e20, -1e20)  # the mix would cancel to 0: the raw channels are checked
+    assert _code(encode_wav(both, 16000, "float32")) is ErrorCode.OUT_OF_RANGE
+    nan_too = _tone(16000, 1.2)
+    nan_too[5], nan_too[9000] = 1e20, np.nan  # non-finite wins, whatever comes first
+    assert _code(encode_wav(nan_too, 16000, "float32")) is ErrorCode.NON_FINITE
+
+
+# ------------------------------------------------------------------------------------ streaming decode
+
+
+def _trickle(data: bytes, sizes: list[int]):
+    """A read(n) that hands out at most the next of `sizes` bytes per call (a slow HTTP body)."""
+    import itertools
+
+    pos = 0
+    calls = itertools.cycle(sizes)
+
+    def read(n: int) -> bytes:
+        nonlocal pos
+        k = min(n, next(calls))
+        out = data[pos : pos + k]
+        pos += len(out)
+        return out
+
+    return read
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_stream_decode_in_tiny_reads_equals_bytes_decode(fmt: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    x = _noise(3 * 44100 + 11, 3, seed=4, amp=0.6)
+    data = _riff(_chunk(b"LIST", b"INFOabc", pad=False), _chunk(b"fmt ", struct.pack(
+        "<HHIIHH", *SAMPLE_FORMATS[fmt][:1], 3, 44100, 0, 3 * SAMPLE_FORMATS[fmt][1] // 8, SAMPLE_FORMATS[fmt][1])),
+        _chunk(b"data", encode_wav(x, 44100, fmt)[44:]))
+    whole = decode_wav(data)
+    streamed = audio_mod.decode_stream(_trickle(data, [1, 7, 3000, 5]), len(data))
+    np.testing.assert_array_equal(streamed.samples, whole.samples)
+    monkeypatch.setattr(audio_mod, "_BLOCK_SAMPLES", 999)  # many ragged blocks through the resampler
+    np.testing.assert_array_equal(audio_mod.decode_stream(_trickle(data, [4096]), len(data)).samples, whole.samples)
+
+
+def test_stream_decode_reports_the_output_size_before_allocating() -> None:
+    data = encode_wav(_noise(2 * 48000, 2, seed=1), 48000, "pcm16")
+    told: list[int] = []
+    audio = audio_mod.decode_stream(_trickle(data, [65536]), len(data), on_header=told.append)
+    assert told == [audio.samples.nbytes] and audio.samples.nbytes == 2 * 16000 * 4
+    assert audio_mod.max_decoded_bytes(len(data)) >= told[0]
+
+
+def test_stream_that_ends_early_is_truncated() -> None:
+    data = encode_wav(_tone(16000, 2.0), 16000)
+    with pytest.raises(AudioError) as info:
+        audio_mod.decode_stream(_trickle(data[:40000], [8192]), len(data))
+    assert info.value.code is ErrorCode.TRUNCATED
+
+
+def test_data_before_fmt_is_spooled(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audio_mod, "_SPOOL_IN_MEMORY", 1024)  # force the temporary file
+    x = _tone(16000, 1.5)
+    data = _riff(_chunk(b"data", _pcm16(x)), _fmt())
+    np.testing.assert_allclose(decode_wav(data).samples, x, atol=2.0**-15)
+
+
+def test_read_wav_streams_the_file(tmp_path: Path) -> None:
+    x = _noise(3 * 32000, 2, seed=3, amp=0.5)
+    path = tmp_path / "s.wav"
+    path.write_bytes(encode_wav(x, 32000, "pcm24"))
+    np.testing.assert_array_equal(read_wav(path).samples, decode_wav(path.read_bytes()).samples)
+
+
+# ------------------------------------------------------------------------------------ bounded resampling
+
+
+@pytest.mark.parametrize("rate", [8000, 11025, 22050, 32000, 44100, 48000, 96000, 192000])
+def test_streamed_resampling_is_scipy_resample_poly(rate: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tolerance 0: the block-wise polyphase filter gives resample_poly's numbers for the common rates."""
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    x = _noise(int(rate * 2.3) + 5, 1, seed=rate)[:, 0].astype(np.float32)
+    g = gcd(rate, 16000)
+    expected = resample_poly(x, 16000 // g, rate // g).astype(np.float32)
+    data = encode_wav(x, rate, "float32")
+    for block in (1 << 20, 4093, 1000):
+        monkeypatch.setattr(audio_mod, "_BLOCK_SAMPLES", block)
+        got = decode_wav(data).samples
+        assert got.shape == expected.shape
+        np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("rate", [383999, 383993, 352799, 79998, 4001, 100003])
+def test_awkward_rates_use_a_bounded_filter(rate: int) -> None:
+    import time
+
+    up, down = audio_mod._ratio(rate, 16000)
+    assert max(up, down) <= audio_mod.MAX_RESAMPLE_FACTOR
+    assert abs(up / down - 16000 / rate) <= 2.5e-5 * 16000 / rate
+    t0 = time.process_time()
+    audio = decode_wav(encode_wav(_tone(rate, 1.5, 1000.0), rate))
+    assert time.process_time() - t0 < 1.0
+    y = audio.samples
+    assert len(y) == -(-(len(_tone(rate, 1.5)) * 16000) // rate)  # the exact ratio's length
+    spectrum = np.abs(np.fft.rfft(y * np.hanning(len(y))))
+    assert abs(np.argmax(spectrum) * 16000 / len(y) - 1000.0) <= 16000 / len(y)
+    assert np.abs(y[2000:-2000]).max() == pytest.approx(0.5, abs=0.02)

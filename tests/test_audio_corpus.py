@@ -30,7 +30,7 @@ E = ErrorCode
 RECORDING_CODES = frozenset(
     {
         E.NOT_WAV, E.BAD_HEADER, E.TRUNCATED, E.UNSUPPORTED_FORMAT, E.UNSUPPORTED_RATE, E.EMPTY,
-        E.TOO_SHORT, E.TOO_LONG, E.TOO_LARGE, E.NON_FINITE, E.SILENT,
+        E.TOO_SHORT, E.TOO_LONG, E.TOO_LARGE, E.NON_FINITE, E.OUT_OF_RANGE, E.SILENT,
     }
 )
 ANY = frozenset(RECORDING_CODES | {OK})
@@ -243,6 +243,14 @@ def build_corpus() -> list[Case]:
         add(Case(f"{fmt_name} NaN in one channel", encode_wav(x2, 8000, fmt_name, extensible=True), _exp(E.NON_FINITE)))
         add(Case(f"{fmt_name} over full scale", encode_wav(_tone() * 4, 8000, fmt_name), _exp(OK)))
     add(Case("float64 beyond float32 range", encode_wav(np.r_[_tone(), 1e300], 8000, "float64"), _exp(E.NON_FINITE)))
+    for fmt_name in ("float32", "float64"):
+        for magnitude in (1e20, -1e25, 1e30, 1e4):
+            for ch in (1, 3):
+                x = np.repeat(_tone()[:, None], ch, axis=1)
+                x[4321, ch - 1] = magnitude
+                add(Case(f"{fmt_name} x{ch} sample {magnitude:g}", encode_wav(x, 8000, fmt_name, extensible=ch > 1),
+                         _exp(E.OUT_OF_RANGE)))
+        add(Case(f"{fmt_name} 1000x full scale", encode_wav(_tone(amp=1000.0), 8000, fmt_name), _exp(OK)))
     for fmt_name in ("pcm8", "pcm16", "pcm24", "pcm32", "float32", "float64"):
         for ch in (1, 2):
             add(Case(f"silence {fmt_name} x{ch}", encode_wav(np.zeros((9600, ch)), 8000, fmt_name), _exp(E.SILENT)))

@@ -3,6 +3,10 @@
 Any RIFF/WAVE a user will meet (PCM 8/16/24/32, IEEE float 32/64, WAVE_FORMAT_EXTENSIBLE such as the
 8-channel MIMII files) is parsed chunk by chunk with struct + numpy (Python's `wave` rejects EXTENSIBLE).
 Whatever the bytes, `decode_wav` returns an `Audio` or raises `AudioError` with a stable `ErrorCode`.
+
+The decoder reads front to back (`decode_stream`: an HTTP body, a file, bytes in memory) and converts,
+mixes down and resamples one block at a time with a bounded polyphase filter, so its memory is the
+float32 output plus fixed-size blocks, whatever the input's rate, width or channel count.
 """
 
 from __future__ import annotations
@@ -10,18 +14,23 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 
-from signalcraft_core.errors import AudioError, ErrorCode
+from signalcraft_core.errors import AudioError, ErrorCode, SignalcraftError
 
 __all__ = [
     "Audio",
     "AudioConfig",
     "DEFAULT_AUDIO_CONFIG",
+    "MAX_RESAMPLE_FACTOR",
+    "MAX_SAMPLE_MAGNITUDE",
     "SAMPLE_FORMATS",
+    "decode_stream",
     "decode_wav",
     "encode_wav",
+    "max_decoded_bytes",
     "read_wav",
 ]
 
@@ -50,7 +59,7 @@ class AudioConfig:
     channel: int | None = None  # None: mean over channels; else keep only this channel index
     min_seconds: float = 1.0
     max_seconds: float = 600.0
-    max_bytes: int = 256 * 1024 * 1024  # callers check before download; decode_wav re-checks len(data)
+    max_bytes: int = 256 * 1024 * 1024  # callers check before download; the decoder re-checks the size
     min_rate: int = 4000
     max_rate: int = 384000
     max_channels: int = 64
@@ -187,8 +196,25 @@ _MAGICS: tuple[tuple[bytes, str], ...] = (
 )
 
 _DTYPES = {"pcm8": "u1", "pcm16": "<i2", "pcm32": "<i4", "float32": "<f4", "float64": "<f8"}
-_BLOCK_SAMPLES = 1 << 20  # samples converted per step: bounds the temporaries of mixing and 24-bit unpacking
+_BLOCK_SAMPLES = 1 << 20  # samples converted per step: bounds the temporaries of reading, mixing and resampling
 _SCALES = {"pcm8": 2.0**-7, "pcm16": 2.0**-15, "pcm24": 2.0**-23, "pcm32": 2.0**-31, "float32": 1.0, "float64": 1.0}
+_READ_AHEAD = 64 * 1024  # header bytes asked of the source at a time
+_SPOOL_IN_MEMORY = 8 * 1024 * 1024  # a data chunk before its fmt chunk goes to a temporary file beyond this
+
+#: Largest |sample| (after scaling, full scale = 1) a float WAV may hold: 60 dB over full scale. Beyond
+#: it the file is garbage or a wrong scale (e.g. 1e20), and every feature would overflow.
+MAX_SAMPLE_MAGNITUDE = 1e3
+#: Largest up or down factor of the polyphase resampler: its filter has 20 * factor + 1 taps (at most
+#: 1.6 MB; designing it takes ~50 ms and ~18 MiB of temporaries). Every rate below 16 kHz and every
+#: common one above (22.05 ... 384 kHz, 44.1 kHz: 160/441) reduces to factors within it and is resampled
+#: exactly as scipy's resample_poly does. A rate like 383,999 Hz (coprime with 16 kHz: 7.7 M taps for
+#: resample_poly) uses the nearest ratio with factors <= this (relative error at most 2.5e-5 over every
+#: integer rate 4 k ... 384 kHz, 2.6e-6 for 383,999 Hz: a pitch shift far below one STFT bin) and keeps
+#: the exact ratio's output length.
+MAX_RESAMPLE_FACTOR = 20000
+
+#: A source of bytes: `read(n)` returns up to n bytes (fewer only at the end), b"" at the end.
+Read = Callable[[int], Any]
 
 
 @dataclass(frozen=True)
@@ -210,13 +236,125 @@ class _Fmt:
         return f"{self.bits}-bit {kind}, {self.channels} channel{'s' if self.channels != 1 else ''}, {self.rate} Hz"
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Layout:
     """Where the fmt and data chunks are, found by walking the RIFF chunk list."""
 
     fmt: tuple[int, int] | None  # (body offset, size)
     data: tuple[int, int] | None  # (body offset, declared size)
     cut: str | None  # why the walk hit the end of the file inside a chunk, if it did
+    fmt_body: bytes = b""  # the first (up to 40) bytes of the fmt chunk
+    spool: Any = None  # the data body, when it came before the fmt chunk (a file object at 0)
+
+
+class _Stream:
+    """A forward-only view of `n` bytes: small look-ahead for the chunk walk, then blocks of samples.
+
+    Bytes [base, base + len(buf)) are buffered; everything before `base` is gone. The walk keeps one
+    byte of look-back (the odd-size padding check), so memory is bounded by the read-ahead and one
+    block whatever the file holds.
+    """
+
+    def __init__(self, read: Read, n: int) -> None:
+        self._read = read
+        self.n = n
+        self._buf = bytearray()
+        self._base = 0
+        self._eof = False
+
+    @property
+    def _end(self) -> int:
+        return self._base + len(self._buf)
+
+    def _pull(self, k: int) -> Any:
+        chunk = self._read(k) if k > 0 else b""
+        if not chunk:
+            self._eof = True
+        return chunk
+
+    def _fill(self, upto: int) -> None:
+        upto = min(upto, self.n)
+        while self._end < upto and not self._eof:
+            chunk = self._pull(min(max(upto - self._end, _READ_AHEAD), self.n - self._end))
+            self._buf += chunk
+
+    def peek(self, pos: int, k: int) -> bytes:
+        """Bytes [pos, pos + k) (fewer at the end of the file); pos must not be before `base`."""
+        self._fill(pos + k)
+        lo = pos - self._base
+        return bytes(self._buf[lo : lo + k])
+
+    def release(self, upto: int) -> None:
+        """Forget everything before `upto`, reading forward (and dropping) up to it if needed."""
+        if upto <= self._base:
+            return
+        if upto <= self._end:
+            del self._buf[: upto - self._base]
+        else:
+            need = min(upto, self.n) - self._end
+            self._buf.clear()
+            while need > 0 and not self._eof:
+                need -= len(self._pull(min(need, 1 << 20)))
+        self._base = upto
+
+    def take(self, k: int) -> Any:
+        """The next k bytes (from `base`) as one buffer; AudioError(TRUNCATED) if the source ends first."""
+        if len(self._buf) >= k:
+            out = bytes(self._buf[:k])
+            del self._buf[:k]
+        else:
+            parts: list[Any] = [bytes(self._buf)] if self._buf else []
+            need = k - len(self._buf)
+            self._buf.clear()
+            while need > 0:
+                chunk = self._pull(need)
+                if not chunk:
+                    raise AudioError(
+                        ErrorCode.TRUNCATED,
+                        f"the file ended at byte {self._base + k - need} of the {self.n} announced (file truncated)",
+                    )
+                parts.append(chunk)
+                need -= len(chunk)
+            out = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._base += k
+        return out
+
+    def spool(self, start: int, size: int) -> Any:
+        """Copy bytes [start, start + size) to a temporary file (a data chunk met before its fmt chunk)."""
+        import tempfile
+
+        self.release(start)
+        spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)
+        left = size
+        while left > 0:
+            block = self.take(min(left, 1 << 20))
+            spool.write(block)
+            left -= len(block)
+        spool.seek(0)
+        return spool
+
+
+class _MemoryReader:
+    """`read(n)` over bytes already in memory: zero-copy slices."""
+
+    def __init__(self, mv: memoryview) -> None:
+        self._mv, self._pos = mv, 0
+
+    def read(self, k: int) -> memoryview:
+        out = self._mv[self._pos : self._pos + k]
+        self._pos += len(out)
+        return out
+
+
+def max_decoded_bytes(size: int, config: AudioConfig = DEFAULT_AUDIO_CONFIG) -> int:
+    """An upper bound of the float32 output of a file of `size` bytes, known before reading it.
+
+    A frame is at least one byte at `min_rate`, and no output is longer than `max_seconds`; callers
+    reserve this much before a download and learn the exact figure from the header (`on_header`).
+    """
+    per_byte = config.target_rate / config.min_rate
+    frames_out = min(size * per_byte, config.max_seconds * config.target_rate)
+    return 4 * (int(frames_out) + 2)
 
 
 def decode_wav(data: bytes | bytearray | memoryview, config: AudioConfig = DEFAULT_AUDIO_CONFIG) -> Audio:
@@ -228,9 +366,27 @@ def decode_wav(data: bytes | bytearray | memoryview, config: AudioConfig = DEFAU
     mv = memoryview(data)
     if mv.ndim != 1 or mv.format not in ("B", "b", "c"):
         mv = memoryview(mv.tobytes())
+    mv = mv.cast("B") if mv.format != "B" else mv
+    return decode_stream(_MemoryReader(mv).read, mv.nbytes, config)
+
+
+def decode_stream(
+    read: Read,
+    size: int,
+    config: AudioConfig = DEFAULT_AUDIO_CONFIG,
+    on_header: Callable[[int], None] | None = None,
+) -> Audio:
+    """Decode a WAV of `size` bytes read front to back by `read(n)` (an HTTP body, a file), in blocks.
+
+    Never more than the header look-ahead, one block of raw samples and the output is held: samples
+    are mixed down and resampled block by block (`_to_mono`), so memory does not grow with the input
+    rate, channel count or sample width. `on_header(nbytes)` is told the exact size of the float32
+    output once the header is read, before it is allocated. Errors of `read` itself (a StorageError
+    from a cut download) pass through unchanged; everything else is an AudioError with a stable code.
+    """
     try:
-        return _decode(mv, config)
-    except AudioError:
+        return _decode(_Stream(read, int(size)), config, on_header)
+    except SignalcraftError:
         raise
     except MemoryError as exc:
         raise AudioError(ErrorCode.TOO_LARGE, "not enough memory to decode this recording") from exc
@@ -243,7 +399,7 @@ def decode_wav(data: bytes | bytearray | memoryview, config: AudioConfig = DEFAU
 
 
 def read_wav(path: str | os.PathLike[str], config: AudioConfig = DEFAULT_AUDIO_CONFIG) -> Audio:
-    """Read and decode a WAV file; the size limit is checked before reading a single byte."""
+    """Read and decode a WAV file in blocks; the size limit is checked before reading a single byte."""
     p = os.fspath(path)
     try:
         st = os.stat(p)
@@ -257,23 +413,26 @@ def read_wav(path: str | os.PathLike[str], config: AudioConfig = DEFAULT_AUDIO_C
         raise AudioError(ErrorCode.TOO_LARGE, f"file is {_size(st.st_size)}, over the {_size(config.max_bytes)} limit")
     try:
         with open(p, "rb") as fh:
-            raw = fh.read(config.max_bytes + 1)  # a file growing after stat is still caught below
+            size = os.fstat(fh.fileno()).st_size  # a file growing after stat is still caught in _decode
+            return decode_stream(fh.read, size, config)
     except (FileNotFoundError, NotADirectoryError) as exc:
         raise AudioError(ErrorCode.NOT_FOUND, f"file vanished before it was read: {p}") from exc
     except OSError as exc:
         raise AudioError(ErrorCode.STORAGE_ERROR, f"cannot read {p}: {exc.strerror or exc}") from exc
-    return decode_wav(raw, config)
 
 
-def _decode(mv: memoryview, cfg: AudioConfig) -> Audio:
-    n = mv.nbytes
+def _decode(s: _Stream, cfg: AudioConfig, on_header: Callable[[int], None] | None) -> Audio:
+    n = s.n
     if n == 0:
         raise AudioError(ErrorCode.EMPTY, "file is empty (0 bytes)")
     if n > cfg.max_bytes:
         raise AudioError(ErrorCode.TOO_LARGE, f"file is {_size(n)}, over the {_size(cfg.max_bytes)} limit")
-    _check_riff(bytes(mv[:64]), n)
-    riff_end = 8 + struct.unpack_from("<I", mv, 4)[0]
-    layout = _walk(mv)
+    head = s.peek(0, 64)
+    if len(head) < min(n, 64):
+        raise AudioError(ErrorCode.TRUNCATED, f"the file ended at byte {len(head)} of the {n} announced (file truncated)")
+    _check_riff(head, n)
+    riff_end = 8 + struct.unpack_from("<I", head, 4)[0]
+    layout = _walk(s)
     if layout.fmt is None or layout.data is None:
         missing = "fmt" if layout.fmt is None else "data"
         if layout.data is not None:  # data present, fmt absent: nothing tells us how to read it
@@ -286,7 +445,7 @@ def _decode(mv: memoryview, cfg: AudioConfig) -> Audio:
                 f"no {missing} chunk: the RIFF header declares {riff_end} bytes but the file has {n} (file truncated)",
             )
         raise AudioError(ErrorCode.BAD_HEADER, f"no {missing} chunk in this WAV file")
-    fmt = _parse_fmt(mv, *layout.fmt, cfg)
+    fmt = _parse_fmt(layout.fmt_body, 0, layout.fmt[1], cfg)
     offset, declared = layout.data
     remaining = n - offset
     if declared > remaining:
@@ -308,17 +467,13 @@ def _decode(mv: memoryview, cfg: AudioConfig) -> Audio:
         raise AudioError(
             ErrorCode.TOO_LONG, f"recording is {duration:.1f} s long, longer than the {cfg.max_seconds:g} s maximum"
         )
-    with np.errstate(all="ignore"):
-        y = _to_mono(mv, offset, frames, fmt, cfg.channel)
-    hi, lo = float(y.max()), float(y.min())
-    if not (np.isfinite(hi) and np.isfinite(lo)):
-        bad = int(y.size - np.count_nonzero(np.isfinite(y)))
-        raise AudioError(ErrorCode.NON_FINITE, f"{fmt.describe()}: {bad} of {y.size} samples are NaN or infinite")
-    peak = max(hi, -lo)
-    if peak < cfg.silence_peak:
-        raise AudioError(ErrorCode.SILENT, f"recording is digital silence (peak {peak:.3g} of full scale)")
-    if fmt.rate != cfg.target_rate:
-        y = _resample(y, fmt.rate, cfg.target_rate)
+    if layout.spool is not None:
+        with layout.spool as spool:
+            take = _Stream(spool.read, frames * fmt.block_align).take
+            y = _to_mono(take, frames, fmt, cfg, on_header)
+    else:
+        s.release(offset)
+        y = _to_mono(s.take, frames, fmt, cfg, on_header)
     return Audio(
         samples=y,
         sample_rate=cfg.target_rate,
@@ -366,23 +521,35 @@ def _is_fourcc(ckid: bytes) -> bool:
     return len(ckid) == 4 and all(32 <= b < 127 for b in ckid)
 
 
-def _looks_like_chunk(mv: memoryview, pos: int, n: int) -> bool:
-    if n - pos < 8 or not _is_fourcc(bytes(mv[pos : pos + 4])):
+
+def _looks_like_chunk(s: _Stream, pos: int, n: int) -> bool:
+    if n - pos < 8:
         return False
-    return struct.unpack_from("<I", mv, pos + 4)[0] <= n - pos - 8
+    head = s.peek(pos, 8)
+    if len(head) < 8 or not _is_fourcc(head[:4]):
+        return False
+    return struct.unpack_from("<I", head, 4)[0] <= n - pos - 8
 
 
-def _walk(mv: memoryview) -> _Layout:
-    """Find fmt and data, skipping any other chunk; odd sizes are word-padded (or not, if the writer forgot)."""
-    n = mv.nbytes
+def _walk(s: _Stream) -> _Layout:
+    """Find fmt and data, skipping any other chunk; odd sizes are word-padded (or not, if the writer forgot).
+
+    The walk reads forward only: it stops at the data chunk once fmt is known (the samples follow),
+    and a data chunk met before its fmt chunk is spooled aside while the walk goes on.
+    """
+    n = s.n
     pos = 12
-    fmt: tuple[int, int] | None = None
-    data: tuple[int, int] | None = None
-    while pos < n and (fmt is None or data is None):
+    out = _Layout(None, None, None)
+    while pos < n and (out.fmt is None or out.data is None):
         if n - pos < 8:
-            return _Layout(fmt, data, f"the file ends inside a chunk header at byte {pos}")
-        ckid = bytes(mv[pos : pos + 4])
-        size = struct.unpack_from("<I", mv, pos + 4)[0]
+            out.cut = f"the file ends inside a chunk header at byte {pos}"
+            return out
+        s.release(pos - 1)  # one byte of look-back for the padding check below
+        head = s.peek(pos, 8)
+        if len(head) < 8:
+            raise AudioError(ErrorCode.TRUNCATED, f"the file ended at byte {pos + len(head)} of the {n} announced (file truncated)")
+        ckid = head[:4]
+        size = struct.unpack_from("<I", head, 4)[0]
         if not _is_fourcc(ckid):
             raise AudioError(
                 ErrorCode.BAD_HEADER,
@@ -390,23 +557,27 @@ def _walk(mv: memoryview) -> _Layout:
             )
         body = pos + 8
         if ckid == b"data":
-            if size == 0 and body < n and not _looks_like_chunk(mv, body, n):
+            if size == 0 and body < n and not _looks_like_chunk(s, body, n):
                 size = _PLACEHOLDER  # an unfinished streaming write: samples follow a 0 size
-            data = (body, size)
-            if size > n - body:
-                break  # the data runs to (or past) the end of the file; judged once fmt is known
+            out.data = (body, size)
+            if size > n - body or out.fmt is not None:
+                break  # the samples start here (a size past the end is judged once fmt is known)
+            if out.spool is not None:
+                out.spool.close()
+            out.spool = s.spool(body, size)  # data before fmt: keep the samples aside
         elif size > n - body:
-            cut = (
+            out.cut = (
                 f"the file ends inside the {ckid.decode()!r} chunk at byte {pos}"
                 f" (declares {size} bytes, {n - body} remain)"
             )
-            return _Layout(fmt, data, cut)
+            return out
         elif ckid == b"fmt ":
-            fmt = (body, size)
+            out.fmt = (body, size)
+            out.fmt_body = s.peek(body, min(size, 40))
         pos = body + size + (size & 1)
-        if size & 1 and pos < n and not _looks_like_chunk(mv, pos, n) and _looks_like_chunk(mv, pos - 1, n):
+        if size & 1 and pos < n and not _looks_like_chunk(s, pos, n) and _looks_like_chunk(s, pos - 1, n):
             pos -= 1
-    return _Layout(fmt, data, None)
+    return out
 
 
 def _parse_fmt(mv: memoryview, offset: int, size: int, cfg: AudioConfig) -> _Fmt:
@@ -470,23 +641,67 @@ def _parse_fmt(mv: memoryview, offset: int, size: int, cfg: AudioConfig) -> _Fmt
     return fmt
 
 
-def _to_mono(mv: memoryview, offset: int, frames: int, fmt: _Fmt, channel: int | None) -> np.ndarray:
-    """Samples as one owned float32 vector: the mean over channels (float64 sum) or one channel.
 
-    The raw samples stay a zero-copy view of the input; conversion runs in blocks so the only full-size
-    allocation is the float32 result.
+def _to_mono(
+    take: Callable[[int], Any], frames: int, fmt: _Fmt, cfg: AudioConfig, on_header: Callable[[int], None] | None
+) -> np.ndarray:
+    """Samples as one owned float32 vector at the target rate: the mean over channels (float64 sum) or one channel.
+
+    Raw samples are read, converted, mixed down and resampled one block at a time, so the only
+    full-size allocation is the float32 result (its size is told to `on_header` first). Non-finite,
+    over-range and silent recordings are refused once every block has been seen (NON_FINITE first).
     """
     name = fmt.name
-    if name == "pcm24":
-        view = np.frombuffer(mv, np.uint8, frames * fmt.channels * 3, offset).reshape(frames, fmt.channels, 3)
-    else:
-        view = np.frombuffer(mv, _DTYPES[name], frames * fmt.channels, offset).reshape(frames, fmt.channels)
-    if channel is not None:
-        view = view[:, channel : channel + 1]
-    out = np.empty(frames, np.float32)
-    step = max(1, _BLOCK_SAMPLES // view.shape[1])
-    for start in range(0, frames, step):
-        _convert_block(view[start : start + step], name, out[start : start + step])
+    width = 1 if cfg.channel is not None else fmt.channels
+    step = max(1, _BLOCK_SAMPLES // width)  # frames per block
+    resampler = _Resampler(fmt.rate, cfg.target_rate, frames) if fmt.rate != cfg.target_rate else None
+    n_out = resampler.n_out if resampler is not None else frames
+    if on_header is not None:
+        on_header(4 * n_out)
+    out = np.empty(n_out, np.float32)
+    mono = np.empty(min(step, frames), np.float32)
+    is_float = fmt.tag == WAVE_FORMAT_IEEE_FLOAT
+    hi, lo, bad, over, written = -np.inf, np.inf, 0, 0.0, 0
+    with np.errstate(all="ignore"):
+        for start in range(0, frames, step):
+            k = min(step, frames - start)
+            raw = take(k * fmt.block_align)
+            if name == "pcm24":
+                view = np.frombuffer(raw, np.uint8, k * fmt.channels * 3).reshape(k, fmt.channels, 3)
+            else:
+                view = np.frombuffer(raw, _DTYPES[name], k * fmt.channels).reshape(k, fmt.channels)
+            if cfg.channel is not None:
+                view = view[:, cfg.channel : cfg.channel + 1]
+            if is_float and bad == 0:  # before mixing: opposite huge channels must not cancel out
+                top, bottom = float(view.max()), float(view.min())
+                over = max(over, top, -bottom) if np.isfinite(top) and np.isfinite(bottom) else over
+            y = mono[:k]
+            _convert_block(view, name, y)
+            del raw, view
+            top, bottom = float(y.max()), float(y.min())
+            if not (np.isfinite(top) and np.isfinite(bottom)):
+                bad += int(k - np.count_nonzero(np.isfinite(y)))
+                continue
+            hi, lo = max(hi, top), min(lo, bottom)
+            if bad or over > MAX_SAMPLE_MAGNITUDE:
+                continue  # refused below: no point in resampling
+            if resampler is None:
+                out[start : start + k] = y
+            else:
+                written += resampler.push(y, out[written:])
+    if bad:
+        raise AudioError(ErrorCode.NON_FINITE, f"{fmt.describe()}: {bad} of {frames} samples are NaN or infinite")
+    if over > MAX_SAMPLE_MAGNITUDE:
+        raise AudioError(
+            ErrorCode.OUT_OF_RANGE,
+            f"{fmt.describe()}: a sample of magnitude {over:.3g} is beyond {MAX_SAMPLE_MAGNITUDE:g} x full scale",
+        )
+    peak = max(hi, -lo)
+    if peak < cfg.silence_peak:
+        raise AudioError(ErrorCode.SILENT, f"recording is digital silence (peak {peak:.3g} of full scale)")
+    if resampler is not None:
+        written += resampler.finish(out[written:])
+        out[written:] = 0.0  # an approximated ratio may fall a few samples short of the exact length
     return out
 
 
@@ -513,15 +728,92 @@ def _convert_block(block: np.ndarray, name: str, out: np.ndarray) -> None:
     np.copyto(out, acc, casting="same_kind")
 
 
-def _resample(y: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    """Polyphase resampling by the reduced ratio; scipy is imported only when a file needs it."""
+
+def _ratio(rate_in: int, rate_out: int) -> tuple[int, int]:
+    """(up, down) of the resampler: the reduced ratio, or its nearest approximation with bounded factors."""
+    from fractions import Fraction
     from math import gcd
 
-    from scipy.signal import resample_poly
-
     g = gcd(rate_in, rate_out)
-    out = resample_poly(y, rate_out // g, rate_in // g)
-    return np.ascontiguousarray(out, dtype=np.float32)
+    up, down = rate_out // g, rate_in // g
+    if max(up, down) <= MAX_RESAMPLE_FACTOR:
+        return up, down
+    if up >= down:
+        f = Fraction(down, up).limit_denominator(MAX_RESAMPLE_FACTOR)
+        return f.denominator, max(1, f.numerator)
+    f = Fraction(up, down).limit_denominator(MAX_RESAMPLE_FACTOR)
+    return max(1, f.numerator), f.denominator
+
+
+def _upfirdn_len(len_h: int, len_x: int, up: int, down: int) -> int:
+    """Output length of scipy's upfirdn (its `_output_len`)."""
+    padded = len_x + (len_h + (-len_h % up)) // up - 1
+    return -(-(padded * up) // down)
+
+
+class _Resampler:
+    """scipy's resample_poly (Kaiser-windowed sinc, beta 5, 10 zero crossings, float32), block by block.
+
+    The input arrives in blocks; each call filters the kept tail plus the new block with upfirdn and
+    emits every output whose inputs have all arrived. Kept tails start at multiples of `down`, so the
+    polyphase phases line up with a single whole-signal call and the outputs are the same numbers
+    (same terms, same order). Memory: the filter (<= 20 * MAX_RESAMPLE_FACTOR + 1 taps) and one block.
+    """
+
+    def __init__(self, rate_in: int, rate_out: int, n_in: int) -> None:
+        from math import gcd
+
+        from scipy.signal import firwin
+
+        g = gcd(rate_in, rate_out)
+        self.n_out = -(-(n_in * (rate_out // g)) // (rate_in // g))  # the exact ratio's length
+        up, down = _ratio(rate_in, rate_out)
+        max_rate = max(up, down)
+        half_len = 10 * max_rate
+        h = firwin(2 * half_len + 1, 1.0 / max_rate, window=("kaiser", 5.0)).astype(np.float32)
+        h *= up
+        n_pre_pad = down - half_len % down
+        n_pre_remove = (half_len + n_pre_pad) // down
+        n_approx = -(-(n_in * up) // down)
+        n_post_pad = 0
+        while _upfirdn_len(len(h) + n_pre_pad + n_post_pad, n_in, up, down) < n_approx + n_pre_remove:
+            n_post_pad += 1
+        self.h = np.concatenate([np.zeros(n_pre_pad, np.float32), h, np.zeros(n_post_pad, np.float32)])
+        self.up, self.down = up, down
+        self.next_q = n_pre_remove  # next output (upfirdn's index) to emit
+        self.end_q = n_pre_remove + min(n_approx, self.n_out)
+        self.start = 0  # input index of buf[0]: always a multiple of `down`
+        self.buf = np.empty(0, np.float32)
+
+    def push(self, block: np.ndarray, out: np.ndarray) -> int:
+        """Add input samples; write the outputs now complete into `out`; returns how many."""
+        self.buf = np.concatenate([self.buf, block])
+        end = self.start + len(self.buf)
+        ready = min(self.end_q, -(-(end * self.up) // self.down))  # outputs needing no input beyond `end`
+        return self._emit(ready, out, final=False)
+
+    def finish(self, out: np.ndarray) -> int:
+        """The remaining outputs (the input has ended)."""
+        return self._emit(self.end_q, out, final=True)
+
+    def _emit(self, ready: int, out: np.ndarray, final: bool) -> int:
+        from scipy.signal import upfirdn
+
+        if ready <= self.next_q or len(self.buf) == 0:
+            return 0
+        offset = (self.start // self.down) * self.up  # upfirdn index of buf's first output
+        y = upfirdn(self.h, self.buf, self.up, self.down)
+        got = y[self.next_q - offset : ready - offset]
+        count = min(len(got), len(out))
+        out[:count] = got[:count]
+        self.next_q += count
+        if not final:  # keep the inputs the next outputs need, from a multiple of `down`
+            first = max(0, -(-(self.next_q * self.down - len(self.h) + 1) // self.up))
+            keep_from = (first // self.down) * self.down
+            if keep_from > self.start:
+                self.buf = self.buf[keep_from - self.start :].copy()
+                self.start = keep_from
+        return count
 
 
 def _size(n: int) -> str:
