@@ -18,6 +18,7 @@ from typing import Any, Iterator
 import click
 from click.core import ParameterSource
 
+from signalcraft_core.config import SWEEP_MODES
 from signalcraft_core.errors import ErrorCode, ModelError, StorageError
 from signalcraft_core.local.console import Progress, info
 from signalcraft_core.local.invoke import (
@@ -323,16 +324,19 @@ def _output_options(f):
 @click.command()
 @click.option("--bucket", required=True, help="Recordings bucket to sweep.")
 @click.option("--prefix", default="", help="Key prefix to sweep.")
-@click.option("--date", help="Day whose per-upload grade files are compacted (default: today, UTC).")
+@click.option("--mode", type=click.Choice(SWEEP_MODES), default=SWEEP_MODES[0], show_default=True,
+              help="incremental: what is new since the last sweep and what failed transiently; "
+                   "backfill: every recording again (e.g. after a new model).")
 @click.option("--quiet", "-q", is_flag=True)
 @_output_options
-def sweep(bucket: str, prefix: str, date: str | None, quiet: bool, endpoint_url: str | None, output_bucket: str,
+def sweep(bucket: str, prefix: str, mode: str, quiet: bool, endpoint_url: str | None, output_bucket: str,
           output_prefix: str, models: str | None, level: str | None) -> None:
-    """Re-grade every recording under a prefix (the nightly sweep, run here).
+    """Grade what the upload events missed under a prefix (the nightly sweep, run here).
 
     \b
-    Example:
+    Examples:
       signalcraft sweep --bucket recordings --prefix site-a/ --endpoint-url http://localhost:9000
+      signalcraft sweep --bucket recordings --mode backfill     # re-grade everything with the new model
     """
     handler = load_handler(FUNCTIONS["FleetSweepFunction"])
     from signalcraft_core.io.objects import list_keys
@@ -345,7 +349,7 @@ def sweep(bucket: str, prefix: str, date: str | None, quiet: bool, endpoint_url:
             runtime = get_runtime()
             total = sum(1 for _ in list_keys(runtime.client, bucket, prefix, runtime.config.suffixes))
         context = LocalContext("FleetSweepFunction", on_progress=lambda done: progress("sweep", done, total))
-        result = _run("sweep", handler, {"bucket": bucket, "prefix": prefix, "date": date}, context)
+        result = _run("sweep", handler, {"bucket": bucket, "prefix": prefix, "mode": mode}, context)
     click.echo(json.dumps(result, indent=2, default=str))
 
 
