@@ -37,3 +37,12 @@ def test_performance_targets_are_the_bench_output() -> None:
     perf = (README.parent / "bench" / "results" / "performance.md").read_text()
     targets = perf[perf.index("## Targets"):perf.index("## Cold start")].split("\n", 1)[1].strip()
     assert text[start:end].split("\n", 1)[1].strip() == targets
+
+
+def test_layout_names_every_module_of_the_package() -> None:
+    """The README's Layout section is the map a newcomer walks: every module must be on it."""
+    text = README.read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
+    package = README.parent / "signalcraft_core"
+    missing = [str(p.relative_to(package)) for p in sorted(package.rglob("*.py"))
+               if p.name != "__init__.py" and p.stem not in text]
+    assert missing == []
