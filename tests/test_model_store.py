@@ -18,7 +18,7 @@ from signalcraft_core.models.manifest import (
     sha256_file,
     write_manifest,
 )
-from signalcraft_core.models.model_store import ModelStore, store_from_env
+from signalcraft_core.models.model_store import ModelStore
 
 
 def make_set(folder: Path, name: str, machine_type: str, seed: int = 0) -> Path:
@@ -122,18 +122,6 @@ def test_a_missing_root_is_a_model_error(tmp_path):
         ModelStore(tmp_path / "nope")
     with pytest.raises(ModelError, match="names no bucket"):
         ModelStore("s3:///models")
-
-
-def test_store_from_env(tmp_path, sets):
-    root = local_root(tmp_path, sets)
-    store = store_from_env({"MODEL_URI": str(root), "MODEL_CHECK_SECONDS": "7", "KEY_PATTERN": r"(?P<machine_type>pump)"})
-    assert store.root == root and store.check_interval_s == 7.0
-    assert store.key_info("xx/pump.wav").machine_type == "pump"
-    with pytest.raises(ModelError, match="bad model configuration"):
-        store_from_env({"MODEL_URI": str(root), "MODEL_CHECK_SECONDS": "soon"})
-
-
-# --------------------------------------------------------------------------------------- S3
 
 
 def upload(s3, bucket: str, folder: Path, prefix: str) -> None:

@@ -37,6 +37,8 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import unquote_plus
 
+from signalcraft_core.io.objects import clean_etag
+
 __all__ = [
     "FUNCTION_FOR",
     "MAX_JSON_DEPTH",
@@ -147,14 +149,6 @@ class _Part:
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def _clean_etag(value: Any) -> str | None:
-    """ETags arrive with or without surrounding quotes; we keep them without."""
-    if not isinstance(value, str):
-        return None
-    value = value.strip().strip('"')
-    return value or None
-
-
 def _as_size(value: Any) -> int | None:
     """Sizes are ints in events; tolerate digit strings, refuse anything else quietly."""
     if isinstance(value, bool):
@@ -208,7 +202,7 @@ def _notification_record(record: Any, source: str | None) -> _Part:
         ref = ObjectRef(
             bucket=bucket,
             key=unquote_plus(raw_key),
-            etag=_clean_etag(obj.get("eTag")),
+            etag=clean_etag(obj.get("eTag")),
             version_id=_opt_str(obj.get("versionId")),
             size=_as_size(obj.get("size")),
             event_time=_opt_str(record.get("eventTime")),
@@ -233,7 +227,7 @@ def _eventbridge_event(event: Mapping[str, Any], source: str | None) -> _Part:
         ref = ObjectRef(
             bucket=detail["bucket"]["name"],
             key=eventbridge_key(raw_key),
-            etag=_clean_etag(obj.get("etag")),
+            etag=clean_etag(obj.get("etag")),
             version_id=_opt_str(obj.get("version-id")),
             size=_as_size(obj.get("size")),
             event_time=_opt_str(event.get("time")),
@@ -494,7 +488,7 @@ def _map_item(item: Any, bucket: str) -> ObjectRef:
     return ObjectRef(
         bucket=bucket,
         key=key,
-        etag=_clean_etag(item.get("ETag", item.get("Etag"))),
+        etag=clean_etag(item.get("ETag", item.get("Etag"))),
         version_id=_opt_str(item.get("VersionId")),
         size=_as_size(item.get("Size")),
         event_time=_last_modified(item.get("LastModified")),

@@ -10,7 +10,7 @@ import os
 import threading
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from signalcraft_core.errors import ErrorCode, StorageError
 from signalcraft_core.logs import one_line
@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # boto3 types only for readers; the client is duck-typed at r
 _DELETE_BATCH = 1000  # the S3 DeleteObjects limit
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchVersion", "NoSuchBucket"})
 
+T = TypeVar("T")
 _clients: dict[tuple[Any, ...], Any] = {}
 _clients_lock = threading.Lock()
 
@@ -131,8 +132,11 @@ class ObjectInfoWithKey(ObjectInfo):
     key: str
 
 
-def _etag(value: str | None) -> str | None:
-    return value.strip('"') if value else None
+def clean_etag(value: Any) -> str | None:
+    """ETags arrive with or without surrounding quotes (and events may send anything); we keep them without."""
+    if not isinstance(value, str):
+        return None
+    return value.strip().strip('"') or None
 
 
 def head(client: "BaseClient", bucket: str, key: str, version_id: str | None = None) -> ObjectInfo:
@@ -147,7 +151,7 @@ def head(client: "BaseClient", bucket: str, key: str, version_id: str | None = N
     version = response.get("VersionId")
     return ObjectInfo(
         size=int(response.get("ContentLength", 0)),
-        etag=_etag(response.get("ETag")),
+        etag=clean_etag(response.get("ETag")),
         version_id=None if version in (None, "null") else version,
         last_modified=response.get("LastModified"),
     )
@@ -201,7 +205,7 @@ def _get_object(
             version = response.get("VersionId")
             info = ObjectInfo(
                 size=len(data),
-                etag=_etag(response.get("ETag")),
+                etag=clean_etag(response.get("ETag")),
                 version_id=None if version in (None, "null") else version,
                 last_modified=response.get("LastModified"),
             )
@@ -249,6 +253,101 @@ def fetch_object(
     return _get_object(client, ref_bucket, key, version_id, max_bytes)
 
 
+class _StreamCut(StorageError):
+    """The body of a GET broke off mid-way (reset, timeout): the whole read is tried once more."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(ErrorCode.STORAGE_ERROR, f"{type(cause).__name__}")
+        self.cause = cause
+
+
+def fetch_stream(
+    client: "BaseClient",
+    bucket: str,
+    key: str,
+    consume: Callable[[Callable[[int], bytes], int], T],
+    *,
+    max_bytes: int,
+    known_size: int | None = None,
+    version_id: str | None = None,
+    block_bytes: int = 1 << 20,
+) -> tuple[T, ObjectInfo]:
+    """Download one recording as a stream: `consume(read, size)` reads the body front to back.
+
+    Nothing is held but what `consume` keeps and botocore's read buffer (`read(n)` hands out at most
+    `block_bytes` per call), so a 256 MiB object never sits in memory. The size limit is checked before
+    the GET (`known_size` or a HEAD) and on the response's Content-Length. A body that breaks off
+    mid-way makes `consume` start again from a fresh GET once (botocore retries the request itself);
+    errors `consume` raises (e.g. an AudioError) pass through. Returns its result and what the
+    response says about the bytes (size, ETag, version id, LastModified).
+    """
+    from botocore.exceptions import (
+        ConnectionClosedError,
+        IncompleteReadError,
+        ReadTimeoutError,
+        ResponseStreamingError,
+    )
+
+    size = known_size if known_size is not None else head(client, bucket, key, version_id).size
+    if size > max_bytes:
+        raise _too_large(bucket, key, size, max_bytes)
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
+    if version_id:
+        kwargs["VersionId"] = version_id
+    streaming = (ConnectionClosedError, IncompleteReadError, ReadTimeoutError, ResponseStreamingError)
+    attempts = 2
+    for attempt in range(attempts):
+        body = None
+        try:
+            response = client.get_object(**kwargs)
+            body = response["Body"]
+            length = response.get("ContentLength")
+            if length is not None and length > max_bytes:
+                raise _too_large(bucket, key, int(length), max_bytes)
+            if length is None:  # no Content-Length (never from S3 or MinIO): bounded by max_bytes in memory
+                data = body.read(max_bytes + 1)
+                if len(data) > max_bytes:
+                    raise _too_large(bucket, key, len(data), max_bytes)
+                view, length = memoryview(data), len(data)
+                pos = 0
+
+                def read(n: int) -> bytes:
+                    nonlocal pos
+                    out = view[pos : pos + n]
+                    pos += len(out)
+                    return out  # type: ignore[return-value]
+            else:
+                def read(n: int) -> bytes:
+                    try:
+                        return body.read(min(n, block_bytes))  # verifies the length at the end
+                    except streaming as exc:
+                        raise _StreamCut(exc) from None
+
+            result = consume(read, int(length))
+            version = response.get("VersionId")
+            info = ObjectInfo(
+                size=int(length),
+                etag=clean_etag(response.get("ETag")),
+                version_id=None if version in (None, "null") else version,
+                last_modified=response.get("LastModified"),
+            )
+            return result, info
+        except _StreamCut as cut:
+            if attempt + 1 < attempts:
+                continue
+            raise _to_storage_error(cut.cause, "GET", bucket, key) from None
+        except streaming as exc:
+            if attempt + 1 < attempts:
+                continue
+            raise _to_storage_error(exc, "GET", bucket, key) from None
+        except _boto_errors() as exc:
+            raise _to_storage_error(exc, "GET", bucket, key) from None
+        finally:
+            if body is not None:
+                body.close()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def get_bytes(client: "BaseClient", bucket: str, key: str, version_id: str | None = None) -> bytes:
     """Download an object we wrote ourselves (grades, manifests): no size limit."""
     return _get(client, bucket, key, version_id, None)
@@ -282,7 +381,7 @@ def list_keys(
                     continue
                 yield ObjectInfoWithKey(
                     size=int(item.get("Size", 0)),
-                    etag=_etag(item.get("ETag")),
+                    etag=clean_etag(item.get("ETag")),
                     version_id=None,
                     last_modified=item.get("LastModified"),
                     bucket=bucket,
@@ -304,7 +403,7 @@ def put_bytes(
         response = client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
     except _boto_errors() as exc:
         raise _to_storage_error(exc, "PUT", bucket, key) from None
-    return _etag(response.get("ETag"))
+    return clean_etag(response.get("ETag"))
 
 
 def get_bytes_and_etag(client: "BaseClient", bucket: str, key: str) -> tuple[bytes, str | None]:

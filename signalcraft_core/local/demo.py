@@ -87,7 +87,7 @@ def run_demo(endpoint_url: str | None = None, clips: int = 3, seed: int = 7, mod
 
     score_upload = load_handler(FUNCTIONS["ScoreUploadFunction"])
     fleet_sweep = load_handler(FUNCTIONS["FleetSweepFunction"])
-    from signalcraft_core.io.objects import s3_client
+    from signalcraft_core.io.objects import clean_etag, s3_client
     from signalcraft_core.local.sample_events import generate_event
     from signalcraft_core.pipeline.sinks import read_grades
 
@@ -118,7 +118,7 @@ def run_demo(endpoint_url: str | None = None, clips: int = 3, seed: int = 7, mod
                 progress("events", n + 1, len(uploaded))
                 head = client.head_object(Bucket=RECORDINGS, Key=key)
                 event = generate_event(EVENT_KINDS[n % len(EVENT_KINDS)], RECORDINGS, key, size=head["ContentLength"],
-                                       etag=head["ETag"].strip('"'), date=today)
+                                       etag=clean_etag(head["ETag"]), date=today)
                 score_upload(event, LocalContext("ScoreUploadFunction"))
                 if n == 0:
                     redelivered = event

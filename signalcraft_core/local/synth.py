@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 
-MACHINE_TYPES: tuple[str, ...] = ("pump", "fan", "slider", "valve")
+from signalcraft_core.io.keys import KNOWN_MACHINE_TYPES
+
+MACHINE_TYPES: tuple[str, ...] = KNOWN_MACHINE_TYPES  # one synthetic sound per type the key parser knows
 
 ANOMALY_KINDS: dict[str, tuple[str, ...]] = {
     "pump": ("bearing_fault", "imbalance", "cavitation", "clogging", "leak"),

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from signalcraft_core.errors import ModelError, SignalcraftError
+from signalcraft_core.errors import ModelError
 from signalcraft_core.io.keys import KNOWN_MACHINE_TYPES, KeyInfo, parse_key
 from signalcraft_core.logs import one_line
 from signalcraft_core.models.manifest import MANIFEST_FILE, parse_manifest
@@ -353,20 +353,3 @@ def _compile_pattern(pattern: str | None):
         return re.compile(pattern)
     except re.error as exc:
         raise ModelError(f"KEY_PATTERN {pattern!r} is not a valid regular expression ({exc})") from None
-
-
-def store_from_env(env: dict[str, str] | None = None) -> ModelStore:
-    """The handlers' store: MODEL_URI (default: packaged models/), MODEL_CHECK_SECONDS, KEY_PATTERN."""
-    env = dict(os.environ if env is None else env)
-    try:
-        return ModelStore(
-            env.get("MODEL_URI") or None,
-            check_interval_s=float(env.get("MODEL_CHECK_SECONDS", "300")),
-            key_pattern=env.get("KEY_PATTERN") or None,
-        )
-    except SignalcraftError:
-        raise
-    except ValueError as exc:
-        raise ModelError(f"bad model configuration: {exc}") from None
-
-

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import click
 
+from signalcraft_core.config import PREFERENCES
+from signalcraft_core.io.keys import KNOWN_MACHINE_TYPES
 from signalcraft_core.local.console import Progress, info
 
-MACHINE_TYPES = ("pump", "fan", "slider", "valve")
 EXIT_SCORE_ERRORS = 1
 SCORE_BATCH = 16  # files read and graded together by `score`
 
@@ -26,7 +27,7 @@ def _command_line() -> str:
 
 @click.command()
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--machine-type", "-m", type=click.Choice(MACHINE_TYPES), required=True)
+@click.option("--machine-type", "-m", type=click.Choice(KNOWN_MACHINE_TYPES), required=True)
 @click.option("--normal", "n_normal", type=click.IntRange(0), default=40, show_default=True)
 @click.option("--abnormal", "n_abnormal", type=click.IntRange(0), default=10, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -131,7 +132,7 @@ def _fmt(value, spec: str) -> str:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--models", "-M", type=click.Path(path_type=Path), help="Model folder or root of per-type folders (default: packaged models).")
 @click.option("--machine-type", "-m", help="Pick this type's model set from a model root (default: from the path, else `default`).")
-@click.option("--level", type=click.Choice(["hybrid", "level1", "level2"]), help="Which level decides the grade (default: the manifest's).")
+@click.option("--level", type=click.Choice(PREFERENCES), help="Which level decides the grade (default: the manifest's).")
 @click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="json", show_default=True)
 def score(paths: tuple[Path, ...], models: Path | None, machine_type: str | None, level: str | None, fmt: str) -> None:
     """Grade WAV files (or folders of them): one JSON line per input.

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from signalcraft_core.config import PREFERENCES
 from signalcraft_core.local.console import info
 
 PLOT_HINT = "plots need matplotlib, which is not installed: pip install 'signalcraft-scoring[plot]'"
@@ -107,7 +108,7 @@ def report(grades: str, day: datetime | None, since: datetime | None, html_out: 
 @click.option("--models", "-M", type=click.Path(path_type=Path),
               help="Model folder or root of per-type folders (default: packaged models).")
 @click.option("--machine-type", "-m", help="Pick this type's model set from a model root (default: from the path).")
-@click.option("--level", type=click.Choice(["hybrid", "level1", "level2"]),
+@click.option("--level", type=click.Choice(PREFERENCES),
               help="Which level decides the grade (default: the manifest's).")
 @click.option("--png", "png_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write one image: log-mel, per-band error, rules, grade (needs the `plot` extra).")

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import click
 from click.core import ParameterSource
 
-from signalcraft_core.config import SWEEP_MODES
+from signalcraft_core.config import PREFERENCES, SWEEP_MODES
 from signalcraft_core.errors import ErrorCode, ModelError, StorageError
 from signalcraft_core.local.console import Progress, info
 from signalcraft_core.local.invoke import (
@@ -314,7 +314,7 @@ def _function_env(output_bucket: str, output_prefix: str, models: str | None, le
 
 
 def _output_options(f):
-    f = click.option("--level", type=click.Choice(["hybrid", "level1", "level2"]), help="MODEL_PREFERENCE.")(f)
+    f = click.option("--level", type=click.Choice(PREFERENCES), help="MODEL_PREFERENCE.")(f)
     f = click.option("--models", envvar="MODEL_URI", help="MODEL_URI: s3://bucket/prefix/ or a folder (default: packaged models/).")(f)
     f = click.option("--output-prefix", default="grades/", show_default=True)(f)
     f = click.option("--output-bucket", envvar="OUTPUT_BUCKET", default=DEFAULT_GRADES_BUCKET, show_default=True)(f)
