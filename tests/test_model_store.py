@@ -125,7 +125,7 @@ def test_a_missing_root_is_a_model_error(tmp_path):
 
 
 def upload(s3, bucket: str, folder: Path, prefix: str) -> None:
-    for path in sorted(folder.iterdir()):
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
         s3.put_object(Bucket=bucket, Key=f"{prefix}/{path.name}", Body=path.read_bytes())
 
 
@@ -264,3 +264,40 @@ def test_a_fifo_manifest_or_a_symlinked_artifact_in_a_model_folder_is_refused_no
     (link_set / "autoencoder.pt").symlink_to(real)  # same bytes, so only the symlink itself is refused
     with pytest.raises(ModelError, match=r"autoencoder \(autoencoder\.pt\) is a symbolic link; refusing to load it"):
         ModelStore(link_set).get("pump")
+
+
+# ------------------------------------------------------------------------------ per-machine sets
+
+MACHINE_KEYS = {  # key -> (set that must grade it, scope)
+    "site-a/pump/id_00/0001.wav": ("pump2", "machine"),     # site-a/pump/id_00
+    "site-b/pump/id_00/0001.wav": ("valve", "machine"),     # pump/id_00 (no site-b set)
+    "site-b/pump/id_07/0001.wav": ("pump", "type"),         # pump
+    "site-b/fan/id_01/0001.wav": ("default", "default"),    # nothing for fans
+}
+
+
+def _machine_root(tmp_path: Path, sets) -> Path:
+    root = tmp_path / "models"
+    for name, target in (("pump", "pump"), ("default", "default"), ("pump2", "site-a/pump/id_00"),
+                         ("valve", "pump/id_00")):
+        shutil.copytree(sets[name], root / target)
+    return root
+
+
+def _check_resolution(store: ModelStore, sets) -> None:
+    names = {name: json.loads((sets[name] / MANIFEST_FILE).read_text())["name"] for name in sets}
+    assert store.set_names() == ["default", "pump", "pump/id_00", "site-a/pump/id_00"]
+    for key, (expected, scope) in MACHINE_KEYS.items():
+        model_set, info = store.for_key(key)
+        assert (model_set.name, model_set.scope) == (names[expected], scope), key
+
+
+def test_the_most_specific_set_grades_a_machine(tmp_path, sets):
+    _check_resolution(ModelStore(_machine_root(tmp_path, sets)), sets)
+
+
+def test_the_most_specific_set_grades_a_machine_from_s3(s3, bucket, sets, tmp_path):
+    root = _machine_root(tmp_path, sets)
+    for manifest in root.rglob(MANIFEST_FILE):
+        upload(s3, bucket, manifest.parent, f"models/{manifest.parent.relative_to(root).as_posix()}")
+    _check_resolution(s3_store(s3, bucket, tmp_path / "cache"), sets)

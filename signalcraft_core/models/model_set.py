@@ -30,6 +30,15 @@ class ModelSet:
     level1_pipeline: Any = None
     level1_calibration: Calibration | None = None
     rules: Any = None
+    set_name: str = ""  # where the store found it: "site-a/pump/id_00", "pump/id_00", "pump", "default" or ""
+
+    @property
+    def scope(self) -> str:
+        """How specific the set is for the recordings it grades: machine, type or default."""
+        depth = len(self.set_name.split("/")) if self.set_name else 0
+        if depth >= 2:
+            return "machine"
+        return "type" if depth == 1 and self.set_name != "default" else "default"
 
     @property
     def name(self) -> str:

@@ -35,6 +35,8 @@ DEFAULT_SET = "default"
 DEFAULT_CACHE_DIR = Path(os.environ.get("SIGNALCRAFT_CACHE_DIR") or f"/tmp/signalcraft-models-{os.geteuid()}")
 #: Set names and versions become cache folder names: plain names only, never `..` or a path.
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+#: `<site>/<type>/<id>` is the most specific set a key can select.
+MAX_SET_DEPTH = 3
 
 
 def _cause(exc: Exception) -> str:
@@ -76,35 +78,68 @@ class ModelStore:
 
     # -- which set ---------------------------------------------------------------------------
     def set_names(self) -> list[str]:
-        """Model sets available under the root (a single-set root answers [""])."""
+        """Model sets under the root, as relative folder paths (`pump`, `pump/id_00`, `site-a/pump/id_00`,
+        `default`); a single-set root answers [""]."""
         if self.is_s3:
             return self._s3_set_names()
         if (self.root / MANIFEST_FILE).is_file():
             return [""]
-        return sorted(p.name for p in self.root.iterdir() if (p / MANIFEST_FILE).is_file())
+        found = []
+        for depth in range(1, MAX_SET_DEPTH + 1):
+            for manifest in self.root.glob("/".join(["*"] * depth) + "/" + MANIFEST_FILE):
+                name = manifest.parent.relative_to(self.root).as_posix()
+                if manifest.is_file() and all(_PLAIN_NAME.fullmatch(part) for part in name.split("/")):
+                    found.append(name)
+        return sorted(found)
+
+    def machine_types(self) -> set[str]:
+        """Machine types the sets are for (what the key parser should recognise)."""
+        types = set(KNOWN_MACHINE_TYPES)
+        for name in self.set_names():
+            parts = name.split("/")
+            if len(parts) in (1, 2) and parts[0] != DEFAULT_SET:
+                types.add(parts[0])
+            elif len(parts) == 3:
+                types.add(parts[1])
+        return {t for t in types if t}
 
     def key_info(self, key: str) -> KeyInfo:
-        return parse_key(key, self.key_pattern, set(KNOWN_MACHINE_TYPES) | set(self.set_names()))
+        return parse_key(key, self.key_pattern, self.machine_types())
+
+    def resolve(self, info: KeyInfo) -> str:
+        """The most specific set for a recording: `<site>/<type>/<id>`, `<type>/<id>`, `<type>`, then `default`."""
+        names = set(self.set_names())
+        if names == {""}:
+            return ""
+        site, machine_type, machine_id = info.site, info.machine_type, info.machine_id
+        candidates = []
+        if machine_type and machine_id:
+            if site:
+                candidates.append(f"{site}/{machine_type}/{machine_id}")
+            candidates.append(f"{machine_type}/{machine_id}")
+        if machine_type:
+            candidates.append(machine_type)
+        candidates.append(DEFAULT_SET)
+        for name in candidates:
+            if name in names:
+                return name
+        raise ModelError(f"no model set for {machine_type or 'this recording'} and no `default` set under {self.uri}")
 
     def for_key(self, key: str) -> tuple[ModelSet, KeyInfo]:
         info = self.key_info(key)
-        return self.get(info.machine_type), info
+        return self.load(self.resolve(info)), info
 
     def for_path(self, path: str, machine_type: str | None = None) -> ModelSet:
-        return self.get(machine_type or self.key_info(Path(path).as_posix()).machine_type)
+        if machine_type:
+            return self.get(machine_type)
+        return self.for_key(Path(path).as_posix())[0]
 
     def get(self, machine_type: str | None = None) -> ModelSet:
-        """The set for a machine type, else the default set; cached."""
-        names = self.set_names()
-        if names == [""]:
-            name = ""
-        elif machine_type and machine_type in names:
-            name = machine_type
-        elif DEFAULT_SET in names:
-            name = DEFAULT_SET
-        else:
-            where = self.uri
-            raise ModelError(f"no model set for {machine_type or 'this recording'} and no `default` set under {where}")
+        """The set for a machine type (its type-level set), else the default set; cached."""
+        return self.load(self.resolve(KeyInfo(machine_type=machine_type)))
+
+    def load(self, name: str) -> ModelSet:
+        """The set stored under `name` (a value of `set_names()`), loaded once and re-checked on S3."""
         with self._lock:
             cached = self._cache.get(name)
             now = time.monotonic()
@@ -116,6 +151,7 @@ class ModelStore:
                     cached.checked_at = now
                     return cached.model_set
             model_set, etag = self._load(name)
+            model_set.set_name = name
             self._cache[name] = _Cached(model_set, etag, now)
             return model_set
 
@@ -147,17 +183,29 @@ class ModelStore:
             fresh = [""]
         except Exception:  # noqa: BLE001 - not a single-set root; list the per-type sets
             try:
-                resp = client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, Delimiter="/")
+                fresh = sorted(self._s3_manifest_folders(client))
             except Exception as exc:  # noqa: BLE001
                 if names is not None:  # keep serving what we know if the store hiccups
                     return names
                 raise ModelError(f"cannot list model sets under {self.uri}: {_cause(exc)}") from None
-            fresh = sorted(p["Prefix"][len(self.prefix):].rstrip("/") for p in resp.get("CommonPrefixes", []))
             if not fresh:
                 raise ModelError(f"no model sets under {self.uri}") from None
         with self._lock:
             self._names, self._names_at = fresh, time.monotonic()
         return fresh
+
+    def _s3_manifest_folders(self, client: Any) -> list[str]:
+        """Folders below the prefix holding a manifest.json, at most MAX_SET_DEPTH deep, plain names only."""
+        found = []
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix):
+            for item in page.get("Contents", ()) or ():
+                rel = item["Key"][len(self.prefix):]
+                folder, _, filename = rel.rpartition("/")
+                parts = folder.split("/") if folder else []
+                if filename == MANIFEST_FILE and 1 <= len(parts) <= MAX_SET_DEPTH \
+                        and all(_PLAIN_NAME.fullmatch(p) for p in parts):
+                    found.append(folder)
+        return found
 
     def _head_manifest(self, name: str) -> str | None:
         try:
@@ -174,12 +222,12 @@ class ModelStore:
         except Exception as exc:  # noqa: BLE001
             raise ModelError(f"cannot read s3://{self.bucket}/{manifest_key}: {_cause(exc)}") from None
         manifest = parse_manifest(data, f"s3://{self.bucket}/{manifest_key}")
-        folder, version = name or "_root", str(manifest["version"])
-        for part in (folder, version):
+        folders, version = (name.split("/") if name else ["_root"]), str(manifest["version"])
+        for part in (*folders, version):
             if not _PLAIN_NAME.fullmatch(part):
                 raise ModelError(f"s3://{self.bucket}/{manifest_key}: set name or version {part!r} is not a plain "
                                  "folder name; refusing it")
-        parts = [hashlib.sha256(self.uri.encode()).hexdigest()[:16], folder, version]
+        parts = [hashlib.sha256(self.uri.encode()).hexdigest()[:16], *folders, version]
         local = self.cache_dir.joinpath(*parts)
         root_fd = open_private_dir(self.cache_dir)
         try:

@@ -8,23 +8,38 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, Iterable, Sequence
 
 from signalcraft_core.config import Settings
-from signalcraft_core.errors import ErrorCode, SignalcraftError, StorageError
-from signalcraft_core.io.audio import AudioConfig
+from signalcraft_core.errors import (
+    AudioError,
+    ErrorCode,
+    SignalcraftError,
+    StorageError,
+)
+from signalcraft_core.io.audio import (
+    Audio,
+    AudioConfig,
+    decode_stream,
+    max_decoded_bytes,
+)
 from signalcraft_core.io.events import ObjectRef, is_own_output, wanted
 from signalcraft_core.io.keys import parse_key
 from signalcraft_core.models.model_store import ModelStore
 from signalcraft_core.pipeline.records import GradeRecord, record_id
-from signalcraft_core.pipeline.score import ClipScore, score_payloads
+from signalcraft_core.pipeline.score import ClipScore, score_decoded
 
 log = logging.getLogger(__name__)
 #: Failures the platform should retry (raise) rather than record as final: the store failed, or the
 #: model set could not be used (missing, or refused by its integrity check) - not the recording's fault.
 TRANSIENT_CODES = frozenset({ErrorCode.STORAGE_ERROR.value, ErrorCode.MODEL_ERROR.value})
+#: Decoded float32 audio one grade_objects call holds at once (see `_DecodeBudget`): with the runtime
+#: (~150 MiB), featurisation's 64 MiB working set and the download blocks this keeps one handler
+#: process under 300 MiB. One 10-minute recording (36.6 MiB at 16 kHz) fits; two do not.
+MAX_DECODED_BYTES = 40 * 1024 * 1024
 
 
 def audio_config(settings: Settings) -> AudioConfig:
@@ -53,27 +68,102 @@ def refusal(ref: ObjectRef, config: Settings) -> str | None:
     return None
 
 
-def _fetch(client: Any, ref: ObjectRef, config: Settings) -> tuple[ObjectRef, bytes | SignalcraftError]:
-    """HEAD, then download: the object itself says who it is before anything can fail.
+def _fetch(client: Any, ref: ObjectRef, config: Settings,
+           budget: "_DecodeBudget") -> tuple[ObjectRef, Audio | SignalcraftError, "_Reservation | None"]:
+    """HEAD, then download and decode as one stream: the object itself says who it is before anything can fail.
 
     The HEAD gives the identity (version id, else ETag), the size (the limit is checked before any
     GET) and LastModified (the partition day) of the object, whatever the event claimed; the GET
     then confirms them for the bytes actually graded. So an upload event, the sweep, a Map batch
     and a retry of the same object version all make the same record id, error or grade alike.
-    """
-    from signalcraft_core.io.objects import fetch_object, head
 
+    The body is decoded while it arrives (never held whole): before the GET, the decoded output's
+    upper bound for this size is reserved from `budget`, cut to the exact size once the header is
+    read. Returns the ref, the Audio (or the error) and the reservation still held for it.
+    """
+    from signalcraft_core.io.objects import fetch_stream, head
+
+    ticket: _Reservation | None = None
     try:
         info = head(client, ref.bucket, ref.key, ref.version_id)
         ref = _identified(ref, info)
-        data, got = fetch_object(client, ref.bucket, ref.key, max_bytes=config.max_bytes, known_size=info.size,
-                                 version_id=ref.version_id)
-        return _identified(ref, got), data
+        audio_cfg = audio_config(config)
+        ticket = budget.acquire(max_decoded_bytes(min(info.size, config.max_bytes), audio_cfg))
+
+        def decode(read: Any, size: int) -> Audio | SignalcraftError:
+            try:
+                return decode_stream(read, size, audio_cfg, ticket.exact)
+            except AudioError as exc:  # the recording's fault: a final record, the stream is closed
+                return exc
+
+        audio, got = fetch_stream(client, ref.bucket, ref.key, decode, max_bytes=config.max_bytes,
+                                  known_size=info.size, version_id=ref.version_id)
+        if not isinstance(audio, Audio):
+            ticket.release()
+        return _identified(ref, got), audio, ticket
     except SignalcraftError as exc:
-        return ref, exc
+        return ref, exc, ticket and ticket.release()
     except Exception as exc:  # noqa: BLE001 - an unexpected client failure is still one record
         log.exception("download failed", extra={"bucket": ref.bucket, "key": ref.key})
-        return ref, StorageError(ErrorCode.STORAGE_ERROR, f"download failed: {type(exc).__name__}")
+        return ref, StorageError(ErrorCode.STORAGE_ERROR, f"download failed: {type(exc).__name__}"), \
+            ticket and ticket.release()
+
+
+class _DecodeBudget:
+    """Bytes of decoded float32 audio one grade_objects call may hold at once (downloading + waiting + scoring).
+
+    A download reserves its upper bound before the GET (`acquire` blocks while the budget is spent;
+    a recording bigger than the whole budget runs alone) and cuts it to the exact size once the
+    header is read. The scoring loop releases a batch's bytes when it is graded, and grades early
+    when a download is waiting and no other reservation is still an estimate about to shrink.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.waiting = 0
+        self.estimates = 0  # reservations not yet cut to their exact size
+        self.cond = threading.Condition()
+
+    def acquire(self, nbytes: int) -> "_Reservation":
+        with self.cond:
+            self.waiting += 1
+            self.cond.notify_all()
+            try:
+                while self.used and self.used + nbytes > self.limit:
+                    self.cond.wait()
+            finally:
+                self.waiting -= 1
+            self.used += nbytes
+            self.estimates += 1
+            return _Reservation(self, nbytes)
+
+    def starved(self) -> bool:
+        """A download waits for room that only grading the held batch can free (call with `cond` held)."""
+        return self.waiting > 0 and self.estimates == 0
+
+
+class _Reservation:
+    """One download's share of a _DecodeBudget: an estimate, then the exact decoded size, then released."""
+
+    def __init__(self, budget: _DecodeBudget, nbytes: int) -> None:
+        self.budget, self.nbytes, self.estimate = budget, nbytes, True
+
+    def _set(self, nbytes: int) -> None:
+        with self.budget.cond:
+            self.budget.used += nbytes - self.nbytes
+            self.nbytes = nbytes
+            if self.estimate:
+                self.estimate = False
+                self.budget.estimates -= 1
+            self.budget.cond.notify_all()
+
+    def exact(self, nbytes: int) -> None:
+        """The decoder read the header: the output takes `nbytes` (never more than the estimate)."""
+        self._set(min(nbytes, self.nbytes))
+
+    def release(self) -> None:
+        self._set(0)
 
 
 def _identified(ref: ObjectRef, info: Any) -> ObjectRef:
@@ -100,6 +190,7 @@ def to_record(ref: ObjectRef, result: ClipScore, model_set: Any, key_info: Any, 
         machine_id=getattr(key_info, "machine_id", None),
         model_name=model_set.name if model_set else None,
         model_version=model_set.version if model_set else None,
+        model_scope=model_set.scope if model_set else None,
         profile=model_set.profile.name if model_set else None,
         level1_score=result.level1_score,
         level1_rules=result.level1_rules if result.status == "ok" else None,
@@ -119,25 +210,64 @@ def to_record(ref: ObjectRef, result: ClipScore, model_set: Any, key_info: Any, 
 
 
 def grade_objects(refs: Sequence[ObjectRef], client: Any, store: ModelStore, config: Settings) -> list[GradeRecord]:
-    """One record per ref, in order: downloads overlap on a thread pool, scoring is batched per model set."""
+    """One record per ref, in order: downloads stream into the decoder on a thread pool, scoring is batched.
+
+    A batch is sized by decoded audio, not by clip count alone: at most `config.batch_size` clips and
+    MAX_DECODED_BYTES of decoded samples (downloads in flight included) are held at once, so sixteen
+    10-minute recordings are graded one at a time while sixteen 10 s clips still share one batch.
+    """
     scored_at = dt.datetime.now(dt.timezone.utc)
     records: list[GradeRecord | None] = [None] * len(refs)
-    for start in range(0, len(refs), config.batch_size):
-        chunk = refs[start:start + config.batch_size]
-        with ThreadPoolExecutor(max_workers=max(1, min(config.io_threads, len(chunk)))) as pool:
-            fetched = list(pool.map(lambda ref: _fetch(client, ref, config), chunk))
+    if not refs:
+        return []
+    budget = _DecodeBudget(MAX_DECODED_BYTES)
+    done: list[tuple[int, tuple[ObjectRef, Any, Any]]] = []
+
+    def finished(i: int, future: Any) -> None:
+        try:
+            result = future.result()
+        except BaseException as exc:  # noqa: BLE001 - _fetch catches everything; never lose a ref
+            result = (refs[i], SignalcraftError(ErrorCode.INTERNAL_ERROR, f"download failed: {exc!r}"), None)
+        with budget.cond:
+            done.append((i, result))
+            budget.cond.notify_all()
+
+    def score(batch: list[tuple[int, tuple[ObjectRef, Any, Any]]]) -> None:
         groups: dict[int, tuple[Any, list[tuple[int, ObjectRef, Any, Any]]]] = {}
-        for i, (ref, payload) in enumerate(fetched, start):
+        for i, (ref, payload, _ticket) in batch:
             try:
                 model_set, info = store.for_key(ref.key)
             except SignalcraftError as exc:
-                records[i] = to_record(ref, ClipScore.failure(exc.code, exc.message), None, parse_key(ref.key, config.key_pattern), scored_at)
+                records[i] = to_record(ref, ClipScore.failure(exc.code, exc.message), None,
+                                       parse_key(ref.key, config.key_pattern), scored_at)
                 continue
             groups.setdefault(id(model_set), (model_set, []))[1].append((i, ref, payload, info))
         for model_set, members in groups.values():
-            results = score_payloads(model_set, [m[2] for m in members], audio_config(config), config.preference)
+            results = score_decoded(model_set, [m[2] for m in members], config.preference)
             for (i, ref, _payload, info), result in zip(members, results):
                 records[i] = to_record(ref, result, model_set, info, scored_at)
+
+    outstanding = len(refs)
+    batch: list[tuple[int, tuple[ObjectRef, Any, Any]]] = []
+    with ThreadPoolExecutor(max_workers=max(1, min(config.io_threads, len(refs)))) as pool:
+        for i, ref in enumerate(refs):
+            pool.submit(_fetch, client, ref, config, budget).add_done_callback(lambda f, i=i: finished(i, f))
+        while outstanding or batch:
+            with budget.cond:
+                while not done and outstanding and not (batch and budget.starved()):
+                    budget.cond.wait()
+                arrived, done[:] = list(done), []
+                starved = budget.starved()
+            outstanding -= len(arrived)
+            batch.extend(arrived)
+            if batch and (len(batch) >= config.batch_size or starved or not outstanding):
+                ready, batch = batch[:config.batch_size], batch[config.batch_size:]
+                try:
+                    score(ready)
+                finally:
+                    for _i, (_ref, _payload, ticket) in ready:
+                        if ticket is not None:
+                            ticket.release()
     return [r for r in records if r is not None]
 
 

@@ -54,6 +54,8 @@ GRADE_SCHEMA: pa.Schema = pa.schema(
         _f("model_name", pa.string(), "Name of the model set that graded the recording."),
         _f("model_version", pa.string(), "Version of the model set that graded the recording; a backfill "
            "re-grades and replaces the row."),
+        _f("model_scope", pa.string(), "How specific that set is: machine (<site>/<type>/<id> or <type>/<id>), "
+           "type, or default (a machine graded by type or default is not enrolled yet)."),
         _f("profile", pa.string(), "Feature profile the model set was trained with."),
         _f("level1_score", pa.float32(), "Level 1 calibrated score, 0-100."),
         _f("level1_rules", _list(pa.string()), "Names of the explainable Level 1 rules that fired."),
@@ -134,6 +136,7 @@ class GradeRecord:
     machine_id: str | None = None
     model_name: str | None = None
     model_version: str | None = None
+    model_scope: str | None = None
     profile: str | None = None
     level1_score: float | None = None
     level1_rules: tuple[str, ...] | None = None
