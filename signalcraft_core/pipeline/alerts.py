@@ -4,13 +4,14 @@ Two rules raise an alert for a machine (site, machine_type, machine_id):
 - `critical_grade`: a recording graded CRITICAL, recorded within ALERT_MAX_AGE_HOURS (48 h) of now
   (a backfill of old recordings pages nobody). Checked wherever records are written.
 - `rising_trend`: a one-sided CUSUM on the machine's daily median score (ok records, one median per
-  LastModified day, the last ALERT_TREND_DAYS calendar days): baseline mu0 = median of the first
+  LastModified day, the ALERT_TREND_DAYS full days before today): baseline mu0 = median of the first
   BASELINE_DAYS daily medians, z = (median - mu0) / SIGMA with SIGMA = 5 score points (the 0-100 scale
   is calibrated: 50 = WARNING), S = max(0, S + z - K) over the later days with K = 0.5, and the rule
   fires when S > H = 4 on the last day, that day's median is still above mu0 + K * SIGMA, and the
-  last day is today or yesterday. Two nights 15 points above baseline fire; one does not, nor does a
-  past spike the machine has recovered from. Checked when a sweep completes (the nightly step; the
-  upload function may not read the grades).
+  last day is yesterday. Two nights 15 points above baseline fire; one does not, nor does a past
+  spike the machine has recovered from. Checked by the first sweep of a UTC day that completes (the
+  nightly step; the marker `_alerts/trend-checks/dt=<today>.json` says it ran), so later sweeps that
+  day read no grade files for it; the upload function may not read the grades at all.
 
 An alert is one event: EventBridge PutEvents (detail-type "SignalCraft Machine Alert", source
 "signalcraft.scoring") on ALERT_EVENT_BUS and/or SNS Publish to ALERT_TOPIC_ARN, carrying the record,
@@ -18,7 +19,7 @@ the rules that fired (ours and the record's Level-1 rules) and the top mel bands
 largest `level2_band_errors`). Outside Lambda it also goes to stderr and to a JSON-lines file
 (SIGNALCRAFT_ALERTS_FILE, default ~/.signalcraft/alerts.jsonl).
 
-Dedupe: before publishing, the marker `_signalcraft/alerts/dt=<today>/<site>/<type>/<id>.json` (the
+Dedupe: before publishing, the marker `_alerts/dt=<today>/<site>/<type>/<id>.json` (the
 event itself) is created in the grades bucket with PutObject IfNoneMatch="*": S3 answers 412 when it
 exists, so exactly one writer per machine and UTC day publishes. A store without conditional writes
 (NotImplemented) falls back to HEAD-then-PUT. When the marker cannot be written at all the alert is
@@ -51,7 +52,8 @@ log = logging.getLogger(__name__)
 
 DETAIL_TYPE = "SignalCraft Machine Alert"
 SOURCE = "signalcraft.scoring"
-MARKER_PREFIX = "_signalcraft/alerts/"
+MARKER_PREFIX = "_alerts/"
+TREND_CHECK_PREFIX = "_alerts/trend-checks/"
 #: CUSUM of the daily median score (see the module docstring).
 CUSUM_K = 0.5
 CUSUM_H = 4.0
@@ -206,7 +208,8 @@ class Publisher:
         with observability.span("publish_alert"):
             self._send(alert)
         observability.count("AlertsPublished")
-        log.warning("machine alert", extra={"machine": "/".join(p or "_" for p in machine), "rules": alert["rules"],
+        # WARNING in CloudWatch; locally the terminal line says it already, so the log line is INFO
+        log.log(logging.WARNING if self.settings.in_lambda else logging.INFO, "machine alert", extra={"machine": "/".join(p or "_" for p in machine), "rules": alert["rules"],
                                             "key": alert["record"]["key"], "score": alert["record"]["score"]})
         return True
 
@@ -327,12 +330,18 @@ def critical_alerts(records: Iterable[Any], settings: Settings, s3: Any, bucket:
 
 def trend_alerts(s3: Any, bucket: str, prefix: str, settings: Settings,
                  now: dt.datetime | None = None) -> list[dict[str, Any]]:
-    """`rising_trend` over the grades under s3://bucket/prefix (the nightly step): one alert per rising machine."""
+    """`rising_trend` over the grades under s3://bucket/prefix (the nightly step): one alert per rising machine.
+
+    Runs once per UTC day and bucket (the first call claims the day's trend-check marker; later ones return []).
+    """
     now = now or dt.datetime.now(dt.timezone.utc)
     today = now.date()
-    days = [(today - dt.timedelta(days=n)).isoformat() for n in range(settings.alert_trend_days - 1, -1, -1)]
-    scores = daily_scores(s3, bucket, prefix, days)
     publisher = Publisher(settings, s3, bucket)
+    check = json.dumps({"checked_at": _json_value(now), "prefix": prefix}).encode()
+    if publisher._claim(f"{TREND_CHECK_PREFIX}dt={today.isoformat()}.json", check) == "duplicate":
+        return []
+    days = [(today - dt.timedelta(days=n)).isoformat() for n in range(settings.alert_trend_days, 0, -1)]
+    scores = daily_scores(s3, bucket, prefix, days)
     published = []
     for machine, by_day in sorted(scores.items()):
         trend = cusum_trend([(d, statistics.median(v)) for d, v in by_day.items()], today)
