@@ -1,15 +1,23 @@
 """The scoring pipe: decoded clips in, one ClipScore per clip out (a grade or an error), batched.
 
-Every front door (CLI, upload handler, sweep, Distributed Map batch) calls `score_payloads` or
-`score_audio`; the per-event path is the batch path with a batch of one.
+Every front door (CLI, upload handler, sweep, Distributed Map batch) calls `score_payloads`,
+`score_decoded` or `score_audio`; the per-event path is the batch path with a batch of one.
+
+Long recordings are graded window by window: a recording longer than 1.5 windows (the model's clip
+length, `window_seconds`: 10 s for the shipped models) is cut into windows of exactly that length
+(the last one aligned to the end, overlapping its neighbour), every window is graded like a clip,
+and the recording's record is the window with the highest final score, each level's values taken
+from that same window (so a fault heard in one minute of ten is not averaged away). Recordings up to
+1.5 windows are graded whole, as before.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, replace
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -26,6 +34,11 @@ from signalcraft_core.models.grading import grade
 from signalcraft_core.models.model_set import ModelSet
 
 log = logging.getLogger(__name__)
+
+#: The model's clip length when neither the manifest's `training.clip_seconds` nor the profile says.
+DEFAULT_WINDOW_SECONDS = 10.0
+#: A recording up to this many windows long is graded whole (a 12 s clip scores as it always did).
+WHOLE_UP_TO_WINDOWS = 1.5
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,7 @@ class ClipScore:
     channels_in: int | None = None
     error_code: str | None = None
     error_message: str | None = None
+    windows: int = 1  # how many windows of the model's clip length were graded (the record is the worst)
 
     @classmethod
     def failure(cls, code: ErrorCode | str, message: str, audio: Audio | None = None) -> "ClipScore":
@@ -121,6 +135,24 @@ def score_audio(model_set: ModelSet, audios: Sequence[Audio], preference: str | 
     return out
 
 
+def window_seconds(model_set: ModelSet) -> float:
+    """The clip length a model set was trained on: manifest `training.clip_seconds`, the profile's, else 10 s."""
+    training = model_set.manifest.get("training") if isinstance(model_set.manifest, dict) else None
+    for value in ((training or {}).get("clip_seconds"), getattr(model_set.profile, "clip_seconds", None)):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
+            return float(value)
+    return DEFAULT_WINDOW_SECONDS
+
+
+def windows(n: int, window: int) -> list[slice]:
+    """Sample ranges graded for a recording of n samples: whole up to 1.5 windows, else windows of `window`
+    samples from the start, the last one ending at the end (it overlaps the one before)."""
+    if window <= 0 or n <= WHOLE_UP_TO_WINDOWS * window:
+        return [slice(0, n)]
+    count = math.ceil(n / window)
+    return [slice(k * window, (k + 1) * window) for k in range(count - 1)] + [slice(n - window, n)]
+
+
 def score_payloads(
     model_set: ModelSet,
     payloads: Sequence[bytes | SignalcraftError],
@@ -132,19 +164,59 @@ def score_payloads(
     Exactly one ClipScore per payload, in order: decode failures become error scores, and a
     failure of the batch itself is retried clip by clip so one bad clip cannot sink the rest.
     """
-    results: list[ClipScore | None] = [None] * len(payloads)
-    decoded: list[tuple[int, Audio]] = []
-    for i, payload in enumerate(payloads):
+    decoded: list[Audio | SignalcraftError] = []
+    for payload in payloads:
         if isinstance(payload, SignalcraftError):
-            results[i] = ClipScore.failure(payload.code, payload.message)
+            decoded.append(payload)
             continue
         try:
-            decoded.append((i, decode_wav(payload, audio_config)))
+            decoded.append(decode_wav(payload, audio_config))
         except SignalcraftError as exc:
-            results[i] = ClipScore.failure(exc.code, exc.message)
-    for i, score in _score_groups(model_set, decoded, preference):
+            decoded.append(exc)
+    return score_decoded(model_set, decoded, preference)
+
+
+def score_decoded(
+    model_set: ModelSet, items: Sequence[Audio | SignalcraftError], preference: str | None = None
+) -> list[ClipScore]:
+    """Grade decoded recordings (long ones window by window); an item that is an error passes through as one."""
+    results: list[ClipScore | None] = [None] * len(items)
+    decoded: list[tuple[int, Audio]] = []
+    for i, item in enumerate(items):
+        if isinstance(item, SignalcraftError):
+            results[i] = ClipScore.failure(item.code, item.message)
+        else:
+            decoded.append((i, item))
+    for i, score in _score_recordings(model_set, decoded, preference):
         results[i] = score
     return [r if r is not None else ClipScore.failure(ErrorCode.INTERNAL_ERROR, "no result for this clip") for r in results]
+
+
+def _score_recordings(model_set: ModelSet, decoded: list[tuple[int, Audio]],
+                      preference: str | None) -> Iterator[tuple[int, ClipScore]]:
+    """Cut long recordings into windows, grade all windows together, keep each recording's worst window."""
+    pieces: list[tuple[int, Audio]] = []
+    counts: dict[int, int] = {}
+    for i, audio in decoded:
+        spans = windows(len(audio.samples), round(window_seconds(model_set) * audio.sample_rate))
+        counts[i] = len(spans)
+        if len(spans) == 1:
+            pieces.append((i, audio))
+        else:
+            pieces.extend((i, replace(audio, samples=audio.samples[span])) for span in spans)
+    per_recording: dict[int, list[ClipScore]] = {}
+    for i, score in _score_groups(model_set, pieces, preference):
+        per_recording.setdefault(i, []).append(score)
+    for i, _audio in decoded:
+        scores = per_recording.get(i, [])
+        failed = next((s for s in scores if s.status != "ok"), None)
+        if failed is not None or len(scores) != counts[i]:
+            yield i, failed or ClipScore.failure(ErrorCode.INTERNAL_ERROR, "no result for a window of this clip")
+        elif len(scores) == 1:
+            yield i, scores[0]
+        else:  # the worst window speaks for the recording (the first one on ties)
+            worst = max(range(len(scores)), key=lambda k: (scores[k].score, -k))
+            yield i, replace(scores[worst], windows=len(scores))
 
 
 def _score_groups(model_set: ModelSet, decoded: list[tuple[int, Audio]], preference: str | None):
