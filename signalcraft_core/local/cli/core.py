@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -50,8 +51,9 @@ def synth(out: Path, machine_type: str, n_normal: int, n_abnormal: int, seed: in
 
 
 @click.command()
-@click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path), help="Model folder to write.")
+@click.argument("data", nargs=-1, required=True)
+@click.option("--out", "-o", required=True, help="Model folder, or s3://bucket/prefix/ (artifacts first, manifest last).")
+@click.option("--endpoint-url", envvar="AWS_ENDPOINT_URL", help="S3 endpoint for s3:// data or --out (e.g. MinIO).")
 @click.option("--machine-type", "-m", required=True, help="pump, fan, slider, valve, or your own name.")
 @click.option("--profile", "-p", default="default", show_default=True, help="Feature profile (default, seed).")
 @click.option("--epochs", type=click.IntRange(1), default=50, show_default=True)
@@ -61,16 +63,26 @@ def synth(out: Path, machine_type: str, n_normal: int, n_abnormal: int, seed: in
 @click.option("--critical-rate", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.001, show_default=True)
 @click.option("--name", help="Model set name (default <machine-type>-<profile>).")
 @click.option("--quiet", "-q", is_flag=True)
-def train(data: tuple[Path, ...], out: Path, machine_type: str, profile: str, epochs: int, seed: int,
-          warning_rate: float, critical_rate: float, name: str | None, quiet: bool) -> None:
-    """Train both levels on the normal clips in DATA (files or folders).
+def train(data: tuple[str, ...], out: str, endpoint_url: str | None, machine_type: str, profile: str, epochs: int,
+          seed: int, warning_rate: float, critical_rate: float, name: str | None, quiet: bool) -> None:
+    """Train both levels on the normal clips in DATA (files, folders or s3:// prefixes).
 
-    Files under a folder named `abnormal` or `anomaly` are left out.
+    Files under a folder named `abnormal` or `anomaly` are left out. A machine's own set goes to
+    `<root>/<site>/<type>/<id>/` (or `<type>/<id>/`): it then grades that machine instead of the
+    type's or the default set.
 
     \b
-    Example:
+    Examples:
       signalcraft train data/pump/id_00 --out models/pump --machine-type pump
+      signalcraft train s3://recordings/site-a/pump/id_00/ --out s3://models/site-a/pump/id_00/ -m pump
     """
+    with tempfile.TemporaryDirectory(prefix="signalcraft-train-") as tmp:
+        _train(data, out, endpoint_url, Path(tmp), machine_type, profile, epochs, seed, warning_rate, critical_rate,
+               name, quiet)
+
+
+def _train(data: tuple[str, ...], out: str, endpoint_url: str | None, tmp: Path, machine_type: str, profile: str,
+           epochs: int, seed: int, warning_rate: float, critical_rate: float, name: str | None, quiet: bool) -> None:
     from signalcraft_core.dsp.features import get_profile
     from signalcraft_core.training.fit import (
         TrainingOptions,
@@ -85,7 +97,25 @@ def train(data: tuple[Path, ...], out: Path, machine_type: str, profile: str, ep
         raise click.BadParameter(str(exc), param_hint="--profile") from None
     if not critical_rate < warning_rate:
         raise click.BadParameter(f"must be below --warning-rate ({warning_rate})", param_hint="--critical-rate")
-    files = find_wavs(data)
+    from signalcraft_core.io.audio import DEFAULT_AUDIO_CONFIG
+    from signalcraft_core.io.objects import s3_client
+    from signalcraft_core.training.sources import (
+        download_normals,
+        is_uri,
+        publish_model_set,
+    )
+
+    client = s3_client(endpoint_url) if any(map(is_uri, (*data, out))) else None
+    local: list[Path] = []
+    for i, source in enumerate(data):
+        if is_uri(source):
+            download_normals(source, tmp / f"data-{i}", client, DEFAULT_AUDIO_CONFIG.max_bytes)
+            local.append(tmp / f"data-{i}")
+        elif Path(source).exists():
+            local.append(Path(source))
+        else:
+            raise click.BadParameter(f"{source} does not exist", param_hint="DATA")
+    files = find_wavs(local)
     if not files:
         raise click.ClickException(f"no normal .wav files found under {', '.join(map(str, data))}")
     with Progress(quiet) as progress:
@@ -95,9 +125,12 @@ def train(data: tuple[Path, ...], out: Path, machine_type: str, profile: str, ep
         options = TrainingOptions(machine_type=machine_type, profile=profile, name=name, epochs=epochs, seed=seed,
                                   warning_rate=warning_rate, critical_rate=critical_rate)
         try:
-            manifest = train_model_set(signals, out, options, used, _command_line(), progress)
+            folder = tmp / "model-set" if is_uri(out) else Path(out)
+            manifest = train_model_set(signals, folder, options, used, _command_line(), progress)
         except ValueError as exc:  # too few readable clips, impossible calibration
             raise click.ClickException(str(exc)) from None
+        if is_uri(out):
+            publish_model_set(folder, out, client)
     val = manifest["validation"]
     info(
         f"trained {manifest['name']} v{manifest['version']} on {len(used)} clips ({len(skipped)} skipped) -> {out}\n"

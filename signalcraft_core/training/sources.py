@@ -1,0 +1,48 @@
+"""Where training reads normal recordings and writes model sets: local folders or the object store.
+
+`signalcraft train s3://recordings/site-a/pump/id_00/ --out s3://models/site-a/pump/id_00/` learns a
+machine's model from what its bucket already holds. Publishing uploads every artifact first and the
+manifest last: a warm function checks only the manifest's ETag, so it never sees half a set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from signalcraft_core.io.objects import fetch_bytes, list_keys, parse_uri, put_bytes
+from signalcraft_core.models.manifest import MANIFEST_FILE
+from signalcraft_core.training.fit import ANOMALY_DIR_NAMES
+
+
+def is_uri(value: str | Path) -> bool:
+    return str(value).startswith("s3://")
+
+
+def download_normals(uri: str, dest: Path, client: Any, max_bytes: int) -> list[Path]:
+    """Every .wav under an s3:// prefix outside anomaly folders, copied below `dest` (same relative paths)."""
+    bucket, prefix = parse_uri(uri)
+    prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+    files = []
+    for info in list_keys(client, bucket, prefix, (".wav",)):
+        rel = info.key[len(prefix):]
+        if not rel or any(part.lower() in ANOMALY_DIR_NAMES for part in rel.split("/")[:-1]) or ".." in rel.split("/"):
+            continue
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(fetch_bytes(client, bucket, info.key, max_bytes=max_bytes, known_size=info.size))
+        files.append(target)
+    return files
+
+
+def publish_model_set(folder: Path, uri: str, client: Any) -> list[str]:
+    """Upload a trained set to s3://bucket/prefix/: artifacts first, manifest.json last; returns the keys."""
+    bucket, prefix = parse_uri(uri)
+    prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST_FILE)
+    keys = []
+    for path in [*files, folder / MANIFEST_FILE]:
+        key = prefix + path.relative_to(folder).as_posix()
+        put_bytes(client, bucket, key, path.read_bytes())
+        keys.append(key)
+    return keys
