@@ -238,3 +238,20 @@ def test_without_conditional_writes_the_marker_falls_back_to_head_then_put(stack
 
 
 
+
+
+def test_signalcraft_report_lists_the_open_alerts(stack, s3_server):
+    from click.testing import CliRunner
+
+    from signalcraft_core.local.cli.app import cli
+
+    s3, recordings, grades, subscriber, _ = stack
+    score_upload.handler(upload(s3, recordings, "site-d/slider/id_03/00000001.wav", loud(4)))
+    args = ["report", "--grades", f"s3://{grades}/grades/", "--endpoint-url", s3_server.endpoint_url]
+    out = CliRunner().invoke(cli, args).output
+    section = out[out.index("Open alerts"):].splitlines()
+    assert section[0] == f"Open alerts {TODAY - dt.timedelta(days=6)} .. {TODAY} (one per machine and UTC day)"
+    (line,) = [ln for ln in section if "site-d/slider/id_03" in ln]
+    assert line.startswith(str(TODAY)) and "critical_grade" in line and line.endswith("site-d/slider/id_03/00000001.wav")
+    old = CliRunner().invoke(cli, args + ["--date", "2024-01-02"]).output
+    assert "Open alerts 2024-01-02 .. 2024-01-02" in old and old.rstrip().endswith("(none)")

@@ -237,6 +237,23 @@ def format_summary(summary: FleetSummary, source: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def format_alerts(alerts: Sequence[dict[str, Any]], since: date, until: date) -> str:
+    """Open machine alerts (pipeline/alerts.py markers): one line per machine and day, newest first."""
+    lines = [f"Open alerts {since.isoformat()} .. {until.isoformat()} (one per machine and UTC day)"]
+    if not alerts:
+        return "\n".join(lines + ["  (none)"]) + "\n"
+    lines.append(f"{'day':<10}  {'machine':<28} {'rules':<28} {'score':>6}  {'bands':<10} key")
+    for a in alerts:
+        m, r = a.get("machine") or {}, a.get("record") or {}
+        label = "/".join(str(p) for p in (m.get("site"), m.get("machine_type"), m.get("machine_id")) if p)
+        bands = ",".join(str(b.get("band")) for b in a.get("top_mel_bands") or []) or "-"
+        rules = ",".join(list(a.get("rules") or []) + list(a.get("level1_rules") or []))
+        score = r.get("score")
+        lines.append(f"{a.get('day', ''):<10}  {label:<28} {rules:<28} "
+                     f"{_n(score) if isinstance(score, (int, float)) else '-':>6}  {bands:<10} {r.get('key') or '-'}")
+    return "\n".join(lines) + "\n"
+
+
 # --------------------------------------------------------------------------- plots
 
 

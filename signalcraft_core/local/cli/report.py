@@ -7,7 +7,7 @@ Registered on the shared `cli` group at import. Text output needs nothing extra;
 from __future__ import annotations
 
 import os
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import click
@@ -59,6 +59,24 @@ def _read_records(uri: str, day: date | None, endpoint_url: str | None):
     return read_grades(uri, client)
 
 
+#: Without --date / --since, the alerts of the last 7 days are "open".
+OPEN_ALERT_DAYS = 7
+
+
+def _open_alerts(uri: str, day: date | None, since: date | None, endpoint_url: str | None):
+    """(alerts, first day, last day) from the alert markers of an s3:// grades bucket; None for a folder."""
+    from signalcraft_core.io.objects import parse_uri, s3_client
+    from signalcraft_core.pipeline.alerts import open_alerts
+
+    bucket, _ = parse_uri(uri)
+    if bucket is None:
+        return None  # local runs keep their alerts in the JSON-lines file (SIGNALCRAFT_ALERTS_FILE)
+    today = datetime.now(timezone.utc).date()
+    first = day or since or today - timedelta(days=OPEN_ALERT_DAYS - 1)
+    last = day or today
+    return open_alerts(s3_client(endpoint_url), bucket, first, last), first, last
+
+
 def _day(value: datetime | None) -> date | None:
     return value.date() if value is not None else None
 
@@ -75,7 +93,10 @@ def _day(value: datetime | None) -> date | None:
 @click.option("--quiet", "-q", is_flag=True, help="No status lines; with --html, no terminal summary either.")
 def report(grades: str, day: datetime | None, since: datetime | None, html_out: Path | None, top: int,
            endpoint_url: str | None, quiet: bool) -> None:
-    """Summarise the fleet from grade records: machines by grade, worst recordings, errors by code.
+    """Summarise the fleet from grade records: machines by grade, worst recordings, errors by code, open alerts.
+
+    Open alerts (an S3 prefix only) are the machine alerts raised in the period (--date, --since, else the
+    last 7 days), read from the markers `_alerts/dt=DAY/...` in the grades bucket.
 
     \b
     Examples:
@@ -84,6 +105,7 @@ def report(grades: str, day: datetime | None, since: datetime | None, html_out: 
     """
     from signalcraft_core.analysis.report import (
         filter_by_date,
+        format_alerts,
         format_summary,
         render_html,
         summarize,
@@ -97,6 +119,9 @@ def report(grades: str, day: datetime | None, since: datetime | None, html_out: 
     summary = summarize(table, top=top)
     if not (quiet and html_out is not None):
         click.echo(format_summary(summary, grades), nl=False)
+        found = _open_alerts(grades, _day(day), _day(since), endpoint_url)
+        if found is not None:
+            click.echo("\n" + format_alerts(*found), nl=False)
     if html_out is not None:
         page = render_html(table, summary, source=grades, generated_at=datetime.now(timezone.utc))
         _write(html_out, page.encode("utf-8"))
