@@ -101,6 +101,12 @@ def test_runtime_install_has_no_training_libraries_and_grades_a_real_clip_like_t
     python = venv / "bin" / "python"
     subprocess.run([str(python), "-m", "pip", "install", "-q", str(src)], check=True, capture_output=True, text=True)
 
+    # the console script is installed but needs the cli extra: it says so in one line
+    cli = subprocess.run([str(venv / "bin" / "signalcraft"), "--help"], capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 2 and cli.stdout == "" and "Traceback" not in cli.stderr
+    assert cli.stderr.strip().splitlines() == [
+        "Error: signalcraft needs the cli extra (click is not installed): pip install 'signalcraft-scoring[cli]'"]
+
     (site,) = (venv / "lib").glob("python3*/site-packages")
     installed = _du_mib(site)
     tools = sum(_du_mib(site / d) for d in ("pip", "setuptools", "pkg_resources", "_distutils_hack") if (site / d).is_dir())

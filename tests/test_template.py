@@ -425,14 +425,27 @@ def test_unknown_short_tag_is_rejected(tmp_path: Path) -> None:
 
 
 def test_dockerfile_builds_the_lambda_image_the_template_expects(resources: dict) -> None:
+    """The image holds the runtime only: the floors the handlers import, no training libraries, no local tools."""
     text = DOCKERFILE.read_text()
     assert re.findall(r"^FROM .+$", text, re.M) == ["FROM public.ecr.aws/lambda/python:3.11"]
-    assert re.search(r"torch==2\.13\.0 --index-url https://download\.pytorch\.org/whl/cpu", text)
-    for folder in ("signalcraft_core", "handlers", "models"):
+    assert not re.search(r"torch|scikit|sklearn", text.split("\n# ", 1)[1].split("FROM", 1)[1])  # nothing installs them
+    assert "['project']['dependencies']" in text and "[test" not in text and "[train" not in text
+    copied = set(re.findall(r"\$\{LAMBDA_TASK_ROOT\}/(signalcraft_core/\w+)/$", text, re.M))
+    copied |= {f"signalcraft_core/{m}" for m in re.findall(r"signalcraft_core/(\w+)\.py", text)}
+    for folder in ("handlers", "models"):
         assert re.search(rf"^COPY {folder}/ \$\{{LAMBDA_TASK_ROOT\}}/{folder}/$", text, re.M)
+    grimp = pytest.importorskip("grimp")
+    graph = grimp.build_graph("signalcraft_core", "handlers")
+    used = set()
+    for handler in ("handlers.score_upload", "handlers.fleet_sweep", "handlers.sweep_batch"):
+        for module in graph.find_upstream_modules(handler) | {handler}:
+            parts = module.split(".")
+            if parts[0] == "signalcraft_core" and len(parts) > 1:
+                used.add("signalcraft_core/" + parts[1])
+    assert used <= copied, f"the handlers import {sorted(used - copied)}, which the image lacks"
+    assert not copied & {"signalcraft_core/training", "signalcraft_core/analysis", "signalcraft_core/local"}
     (cmd,) = re.findall(r"^CMD (.+)$", text, re.M)
     assert json.loads(cmd) == resources["ScoreUploadFunction"]["Properties"]["ImageConfig"]["Command"]
-    assert "[test" not in text  # no test extras in the image
 
 
 def test_minio_compose_wires_the_webhook_and_the_template_buckets(template: dict) -> None:

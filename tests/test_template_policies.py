@@ -362,9 +362,10 @@ def test_dead_letter_queue_is_encrypted(template: dict) -> None:
 
 
 def test_sam_validate_lint_is_clean(tmp_path: Path) -> None:
-    sam = shutil.which("sam")
+    local = ROOT / ".venv-sam" / "bin" / "sam"  # `make test` installs it there
+    sam = str(local) if local.exists() else shutil.which("sam")
     if sam is None:
-        pytest.skip("the SAM CLI (sam) is not on PATH")
+        pytest.skip("the SAM CLI (sam) is not installed (.venv-sam or PATH)")
     result = subprocess.run([sam, "validate", "--lint", "--template-file", str(TEMPLATE), "--region", "us-east-1"],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -47,10 +47,5 @@ for command in (core.synth, core.train, core.score, core.import_legacy_cmd, eval
     cli.add_command(command)
 
 
-def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="signalcraft")
-
-
 if __name__ == "__main__":
-    main()
+    cli(prog_name="signalcraft")
