@@ -156,3 +156,67 @@ def test_unknown_method_too_few_scores_and_no_spread_are_errors():
         fit_calibration([0.1, np.nan, 0.2, np.inf])
     with pytest.raises(ValueError, match="all 10 normal validation scores equal"):
         fit_calibration(np.full(10, 0.5))
+
+
+# --- the scale above CRITICAL is pinned: 30 points per decade from 80 (0.1 %) to 100 (z = 11/3) --------------
+
+
+def test_scale_above_critical_is_pinned_to_exact_scores():
+    from signalcraft_core.models.calibration import score_of_decades
+
+    z = [2.0, 2.5, 3.0, 3.1, 3.25, 3.5, 3.6, 11 / 3, 4.0, 6.0]
+    expected = [50.0, 65.0, 80.0, 83.0, 87.5, 95.0, 98.0, 100.0, 100.0, 100.0]
+    assert score_of_decades(z).tolist() == pytest.approx(expected, abs=1e-9)
+
+
+def test_fitted_calibration_scores_beyond_the_critical_knot_follow_the_pinned_slope(fitted):
+    from scipy import stats
+
+    _, cal = fitted
+    a, scale, shift = cal.params
+    for z, expected in ((3.25, 87.5), (3.5, 95.0), (3.6, 98.0), (4.0, 100.0)):
+        raw = stats.gamma.isf(10.0 ** -z, a, scale=scale) + shift
+        assert float(cal.score(raw)) == pytest.approx(expected, abs=0.01), z
+    top = float(np.interp(100.0, cal.score_knots, cal.raw_knots))
+    assert cal.score_knots[-1] == 100.0 and float(cal.score(top * 1.5)) == 100.0
+
+
+def test_decades_read_the_knots_back_and_continue_past_the_last_one(fitted):
+    from scipy import stats
+
+    from signalcraft_core.models.calibration import decades_of_score
+
+    _, cal = fitted
+    a, scale, shift = cal.params
+    for z in (0.5, 1.0, 2.0, 3.0, 3.5):
+        assert float(cal.decades(stats.gamma.isf(10.0 ** -z, a, scale=scale) + shift)) == pytest.approx(z, abs=1e-3)
+    # past the top knot (score 100) the tail keeps ranking: linear in raw, close to the gamma tail
+    far = [stats.gamma.isf(10.0 ** -z, a, scale=scale) + shift for z in (4.0, 5.0, 6.0)]
+    got = cal.decades(np.array(far))
+    assert np.all(np.diff(got) > 0.5) and got.tolist() == pytest.approx([4.0, 5.0, 6.0], abs=0.1)
+    assert float(cal.decades(cal.raw_knots[0] - 1.0)) == 0.0 and np.isnan(cal.decades(np.nan))
+    assert decades_of_score([0.0, 25.0, 50.0, 80.0, 95.0, 100.0]).tolist() == pytest.approx(
+        [0.0, 1.0, 2.0, 3.0, 3.5, 11 / 3])
+
+
+def test_linear_calibration_states_no_rates_and_has_no_decades():
+    cal = linear_calibration(0.05)
+    assert not cal.has_rates
+    with pytest.raises(ValueError, match="no false-alarm rates"):
+        cal.decades(0.01)
+
+
+def test_hybrid_calibration_round_trips_and_refuses_unknown_rules(fitted):
+    from signalcraft_core.models.calibration import HybridCalibration
+
+    _, cal = fitted
+    hybrid = HybridCalibration(rule="fisher", calibration=cal, level1_weight=0.25)
+    again = HybridCalibration.from_dict(json.loads(json.dumps(hybrid.to_dict())))
+    assert again == hybrid
+    assert HybridCalibration.from_dict({"rule": "sidak", "calibration": cal.to_dict()}).level1_weight == 1.0
+    with pytest.raises(ValueError, match="hybrid rule"):
+        HybridCalibration(rule="mean", calibration=cal)
+    with pytest.raises(ValueError, match="level1_weight"):
+        HybridCalibration(rule="fisher", calibration=cal, level1_weight=2.0)
+    z = np.array([0.0, 1.0, np.nan])
+    assert np.isnan(hybrid.score(z, np.array([1.0, 1.0, 1.0]))[2])

@@ -10,6 +10,12 @@ CRITICAL rate (default 0.1%, z=3) on 80; the slope between them continues up to 
 mapping is stored as a table of knots (raw -> score), so scoring is a single `np.interp` with no
 scipy on the cold-start path. `quantile` uses empirical quantiles instead (only sensible with
 hundreds of validation clips); `linear` reproduces the earlier app's `min(1, 20*mse)`.
+
+`decades` reads the same knots the other way: raw -> z (the tail probability in decades), continued
+linearly past the last knot (a gamma tail is asymptotically exponential, so -log10 P is linear in
+raw there) so that scores saturated at 100 still rank. The hybrid statistic (grading.py) combines
+the two levels' z-values; a calibration fitted on that statistic puts the combined grade on the
+same 50 / 80 scale.
 """
 
 from __future__ import annotations
@@ -19,7 +25,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from signalcraft_core.models.grading import CRITICAL_SCORE, WARNING_SCORE
+from signalcraft_core.models.grading import (
+    CRITICAL_SCORE,
+    HYBRID_RULES,
+    WARNING_SCORE,
+    hybrid_statistic,
+)
 
 METHODS = ("gamma", "quantile", "linear")
 
@@ -53,6 +64,27 @@ class Calibration:
         return np.where(np.isnan(raw_arr), np.nan, out)
 
     @property
+    def has_rates(self) -> bool:
+        """True when the knots place stated false-alarm rates (gamma / quantile); not for `linear`."""
+        return (self.method != "linear" and math.isfinite(self.warning_rate) and math.isfinite(self.critical_rate)
+                and 0.0 < self.critical_rate < self.warning_rate < 1.0)
+
+    def decades(self, raw: np.ndarray | float) -> np.ndarray:
+        """z = -log10(tail probability of `raw` among normal scores), from the knots; NaN stays NaN.
+
+        0 below the first knot, linear past the last one with the slope of the last segment.
+        """
+        if not self.has_rates:
+            raise ValueError(f"a {self.method!r} calibration states no false-alarm rates to read decades from")
+        raw_arr = np.asarray(raw, dtype=np.float64)
+        raw_k = np.asarray(self.raw_knots, dtype=np.float64)
+        z_k = decades_of_score(np.asarray(self.score_knots, dtype=np.float64), self.warning_rate, self.critical_rate)
+        z = np.interp(raw_arr, raw_k, z_k, left=0.0)
+        slope = (z_k[-1] - z_k[-2]) / (raw_k[-1] - raw_k[-2])
+        z = np.where(raw_arr > raw_k[-1], z_k[-1] + slope * (raw_arr - raw_k[-1]), z)
+        return np.where(np.isnan(raw_arr), np.nan, z)
+
+    @property
     def warning_raw(self) -> float:
         return float(np.interp(WARNING_SCORE, self.score_knots, self.raw_knots))
 
@@ -80,11 +112,30 @@ class Calibration:
         )
 
 
-def _score_of_decades(z: np.ndarray, z_warn: float, z_crit: float) -> np.ndarray:
-    """0 at z=0, 50 at z_warn, 80 at z_crit, the same slope on to 100."""
+def _scale_knots(z_warn: float, z_crit: float) -> tuple[list[float], list[float]]:
+    """The product scale as (z, score) knots: 0 at z=0, 50 at z_warn, 80 at z_crit, the same slope on to 100."""
     slope = (CRITICAL_SCORE - WARNING_SCORE) / (z_crit - z_warn)
     z_top = z_crit + (100.0 - CRITICAL_SCORE) / slope
-    return np.interp(z, [0.0, z_warn, z_crit, z_top], [0.0, WARNING_SCORE, CRITICAL_SCORE, 100.0])
+    return [0.0, z_warn, z_crit, z_top], [0.0, WARNING_SCORE, CRITICAL_SCORE, 100.0]
+
+
+def _score_of_decades(z: np.ndarray, z_warn: float, z_crit: float) -> np.ndarray:
+    """0 at z=0, 50 at z_warn, 80 at z_crit, the same slope on to 100."""
+    zk, sk = _scale_knots(z_warn, z_crit)
+    return np.interp(z, zk, sk)
+
+
+def score_of_decades(z: np.ndarray | float, warning_rate: float = 0.01, critical_rate: float = 0.001) -> np.ndarray:
+    """The product scale for a tail probability of 10**-z: 50 at the WARNING rate, 80 at the CRITICAL rate."""
+    _check_rates(warning_rate, critical_rate)
+    return _score_of_decades(np.asarray(z, dtype=np.float64), -math.log10(warning_rate), -math.log10(critical_rate))
+
+
+def decades_of_score(score: np.ndarray | float, warning_rate: float = 0.01, critical_rate: float = 0.001) -> np.ndarray:
+    """Inverse of `score_of_decades` on 0-100 (a score of 100 reads as the top knot, z_top)."""
+    _check_rates(warning_rate, critical_rate)
+    zk, sk = _scale_knots(-math.log10(warning_rate), -math.log10(critical_rate))
+    return np.interp(np.asarray(score, dtype=np.float64), sk, zk)
 
 
 def _check_rates(warning_rate: float, critical_rate: float) -> None:
@@ -158,3 +209,39 @@ def linear_calibration(raw_at_100: float, warning_rate: float = float("nan"), cr
         raw_knots=(0.0, float(raw_at_100)),
         score_knots=(0.0, 100.0),
     )
+
+
+@dataclass(frozen=True)
+class HybridCalibration:
+    """The hybrid grade as one calibrated decision: how the levels' decades merge, and that statistic's calibration.
+
+    Stored in the manifest's `hybrid` section (`rule`, `calibration`); the calibration is fitted on the
+    statistic of the training normals' out-of-fold scores (training/fit.py).
+    """
+
+    rule: str
+    calibration: Calibration
+    level1_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.rule not in HYBRID_RULES:
+            raise ValueError(f"hybrid rule must be one of {', '.join(HYBRID_RULES)}, not {self.rule!r}")
+        if not 0.0 <= self.level1_weight <= 1.0:
+            raise ValueError(f"hybrid level1_weight must be in [0, 1], not {self.level1_weight!r}")
+
+    def statistic(self, z1: np.ndarray | float, z2: np.ndarray | float) -> np.ndarray:
+        return hybrid_statistic(z1, z2, self.rule, self.level1_weight)
+
+    def score(self, z1: np.ndarray | float, z2: np.ndarray | float) -> np.ndarray:
+        """Calibrated 0-100 hybrid scores from the two levels' decades; NaN in either stays NaN."""
+        z1a, z2a = np.asarray(z1, dtype=np.float64), np.asarray(z2, dtype=np.float64)
+        out = self.calibration.score(self.statistic(np.nan_to_num(z1a), np.nan_to_num(z2a)))
+        return np.where(np.isnan(z1a) | np.isnan(z2a), np.nan, out)
+
+    def to_dict(self) -> dict:
+        return {"rule": self.rule, "level1_weight": float(self.level1_weight), "calibration": self.calibration.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "HybridCalibration":
+        return cls(rule=str(d["rule"]), calibration=Calibration.from_dict(d["calibration"]),
+                   level1_weight=float(d.get("level1_weight", 1.0)))

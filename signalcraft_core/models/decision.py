@@ -6,7 +6,13 @@ so what is measured is what is served.
 
 - Level 1 = max(calibrated forest score, worst rule score) (`level1_scores`).
 - Level 2 = calibrated reconstruction error of the autoencoder (`level2.score_level2`).
-- Final   = `grading.combine` of the two under the preference (hybrid: the more severe level).
+- Final   = under `level1` / `level2` that level (`grading.combine`). Under `hybrid`, when the set
+  carries a hybrid calibration (manifest `hybrid`, fitted by training on out-of-fold scores): the
+  Level 1's evidence (the forest, and the rules whose ranges are learned from the training normals)
+  and the autoencoder's tail probabilities merged (`grading.hybrid_statistic`, Level 1 weighted by the
+  manifest's `level1_weight`), calibrated to the configured rates, and never below a sensor-fault rule
+  (`SENSOR_FAULT_RULES`: fixed thresholds with an absolute meaning). Without one (older sets): the
+  more severe level (`grading.combine`).
 """
 
 from __future__ import annotations
@@ -17,10 +23,17 @@ from typing import Any, Sequence
 import numpy as np
 
 from signalcraft_core.dsp.inputs import ClipInputs
+from signalcraft_core.errors import ModelError
+from signalcraft_core.models.calibration import HybridCalibration, decades_of_score
 from signalcraft_core.models.grading import combine
 from signalcraft_core.models.level1 import iforest_raw_score
 from signalcraft_core.models.level2 import score_level2
 from signalcraft_core.models.rules import RuleHit
+
+
+#: Rules with fixed thresholds (a sensor or converter fault, whatever the machine): they floor the hybrid grade.
+#: The others judge ranges learned from a few training clips and count as Level-1 evidence in the hybrid.
+SENSOR_FAULT_RULES = frozenset({"clipping", "dead_sensor", "dc_offset"})
 
 
 @dataclass
@@ -35,6 +48,32 @@ class Decision:
     level2_mse: np.ndarray       # (n,) reconstruction error
     band_errors: list[tuple[float, ...]]
     hits: list[list[RuleHit]]
+    hybrid: np.ndarray | None = None  # (n,) calibrated hybrid statistic, 0-100; None when graded by the max rule
+
+
+def hybrid_calibration(model_set: Any) -> HybridCalibration | None:
+    """The set's hybrid calibration (fitted in memory, or the manifest's `hybrid` section); None if it has none."""
+    fitted = getattr(model_set, "hybrid_calibration", None)
+    if fitted is not None:
+        return fitted
+    section = (getattr(model_set, "manifest", None) or {}).get("hybrid")
+    if not section:
+        return None
+    try:
+        return HybridCalibration.from_dict(section)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{getattr(model_set, 'root', 'model set')}: manifest hybrid section is invalid ({exc!r})") from None
+
+
+def hybrid_applies(model_set: Any, preference: str | None) -> HybridCalibration | None:
+    """The hybrid calibration when this set grades `preference` with it (both levels, forest present), else None."""
+    preference = preference or model_set.preference
+    if preference != "hybrid" or levels_used(model_set, preference) != (True, True) or model_set.level1_pipeline is None:
+        return None
+    cal = hybrid_calibration(model_set)
+    if cal is None or not (model_set.level1_calibration.has_rates and model_set.level2_calibration.has_rates):
+        return None
+    return cal
 
 
 def levels_used(model_set: Any, preference: str | None) -> tuple[bool, bool]:
@@ -74,9 +113,20 @@ def decide(model_set: Any, inputs: ClipInputs, preference: str | None = None) ->
         if model_set.rules is not None:
             hits = [model_set.rules.evaluate(s) for s in inputs.stats]
         level1 = level1_scores(if_score if model_set.level1_pipeline is not None else None, hits)
-    final = np.array([combine(_opt(a), _opt(b), preference) for a, b in zip(level1, level2)], dtype=np.float64)
+    hybrid_cal = hybrid_applies(model_set, preference)
+    hybrid = None
+    if hybrid_cal is not None:
+        cal1 = model_set.level1_calibration
+        learned = [[h for h in clip if h.rule not in SENSOR_FAULT_RULES] for clip in hits]
+        sensor = [[h for h in clip if h.rule in SENSOR_FAULT_RULES] for clip in hits]
+        rule_z = decades_of_score(level1_scores(None, learned), cal1.warning_rate, cal1.critical_rate)
+        z1 = np.fmax(cal1.decades(if_raw), rule_z)
+        hybrid = hybrid_cal.score(z1, model_set.level2_calibration.decades(level2_mse))
+        final = np.fmax(hybrid, level1_scores(None, sensor))
+    else:
+        final = np.array([combine(_opt(a), _opt(b), preference) for a, b in zip(level1, level2)], dtype=np.float64)
     return Decision(final=final, level1=level1, level2=level2, iforest_raw=if_raw, iforest_score=if_score,
-                    level2_mse=level2_mse, band_errors=bands, hits=hits)
+                    level2_mse=level2_mse, band_errors=bands, hits=hits, hybrid=hybrid)
 
 
 def _opt(value: float) -> float | None:

@@ -4,6 +4,11 @@ Calibration needs raw scores of normal clips the models did not see. With the fe
 machine has (often 10-50), one held-out split is too small, so the calibration scores are
 *out-of-fold*: K models are trained on K-1 folds and score the held-out fold; the K x (1/K)
 held-out scores calibrate the final models, which are then trained on every clip.
+
+The hybrid grade is calibrated the same way: the out-of-fold raw scores, read as tail probabilities
+through each level's calibration, are merged by the recipe's `hybrid_rule` (grading.hybrid_statistic)
+and a calibration is fitted on that statistic, so the hybrid's 50 / 80 mean the configured rates
+too (manifest `hybrid`). `hybrid_rule="max"` writes no hybrid section (the more severe level).
 """
 
 from __future__ import annotations
@@ -22,9 +27,13 @@ from signalcraft_core.dsp.features import FeatureConfig, get_profile
 from signalcraft_core.dsp.inputs import ClipInputs, featurise
 from signalcraft_core.errors import SignalcraftError
 from signalcraft_core.io.audio import DEFAULT_AUDIO_CONFIG, AudioConfig, read_wav
-from signalcraft_core.models.calibration import Calibration, fit_calibration
+from signalcraft_core.models.calibration import (
+    Calibration,
+    HybridCalibration,
+    fit_calibration,
+)
 from signalcraft_core.models.forest import CompiledForest
-from signalcraft_core.models.grading import CRITICAL_SCORE, WARNING_SCORE
+from signalcraft_core.models.grading import CRITICAL_SCORE, HYBRID_RULES, WARNING_SCORE
 from signalcraft_core.models.level1 import iforest_raw_score
 from signalcraft_core.models.level2 import score_level2
 from signalcraft_core.models.level2_numpy import NumpyScoringModule
@@ -34,7 +43,11 @@ from signalcraft_core.models.manifest import (
     sha256_bytes,
     write_manifest,
 )
-from signalcraft_core.models.model_set import LEVEL1_ARTIFACT, LEVEL2_ARTIFACT
+from signalcraft_core.models.model_set import (
+    LEVEL1_ARTIFACT,
+    LEVEL2_ARTIFACT,
+    descriptor_settings,
+)
 from signalcraft_core.models.rules import RuleSet
 from signalcraft_core.training.autoencoder import (
     HIDDEN_SIZES,
@@ -66,6 +79,11 @@ class TrainingOptions:
     calibration: str = "gamma"
     folds: int = 5
     preference: str = "hybrid"
+    hybrid_rule: str = "fisher"   # how the hybrid merges the levels (grading.HYBRID_RULES), or "max"
+    # Level 1's share of the hybrid evidence (grading.hybrid_statistic). 0 was best on the real dev split
+    # (bench/evaluate_real.py: DCASE valve dev AUC 0.958 at 0 against 0.879 at 1): the forest adds noise
+    # to the autoencoder there; the rules still raise alarms of their own.
+    hybrid_level1_weight: float = 0.0
     n_estimators: int = 200
     level1_jitter: float = 0.5
     level1_samples: int = 256
@@ -182,6 +200,7 @@ class FittedLevels:
     losses: list[float]
     has_level1: bool = True
     has_level2: bool = True
+    hybrid_calibration: HybridCalibration | None = None
 
 
 def fit_levels(data: ClipInputs, options: TrainingOptions, profile: FeatureConfig,
@@ -197,6 +216,7 @@ def fit_levels(data: ClipInputs, options: TrainingOptions, profile: FeatureConfi
     oof_l1, oof_l2 = out_of_fold_scores(data, options, profile.n_mels, progress)
     cal_l2 = fit_calibration(oof_l2, options.warning_rate, options.critical_rate, options.calibration)
     cal_l1 = fit_calibration(oof_l1, options.warning_rate, options.critical_rate, options.calibration)
+    cal_hybrid = fit_hybrid_calibration(oof_l1, oof_l2, cal_l1, cal_l2, options)
     losses: list[float] = []
 
     def on_epoch(epoch: int, loss: float) -> None:
@@ -210,7 +230,22 @@ def fit_levels(data: ClipInputs, options: TrainingOptions, profile: FeatureConfi
     return FittedLevels(autoencoder=module, level1=level1, level2_module=production_engine(module),
                         level2_calibration=cal_l2, level1_pipeline=level1.production_forest(),
                         level1_calibration=cal_l1, rules=rules, profile=profile, preference=options.preference,
-                        oof_level1=oof_l1, oof_level2=oof_l2, losses=losses)
+                        oof_level1=oof_l1, oof_level2=oof_l2, losses=losses, hybrid_calibration=cal_hybrid)
+
+
+def fit_hybrid_calibration(oof_l1: np.ndarray, oof_l2: np.ndarray, cal_l1: Calibration, cal_l2: Calibration,
+                           options: TrainingOptions) -> HybridCalibration | None:
+    """The hybrid statistic's calibration on the out-of-fold scores; None for `max` or rate-less calibrations."""
+    if options.hybrid_rule == "max" or not (cal_l1.has_rates and cal_l2.has_rates):
+        return None
+    if options.hybrid_rule not in HYBRID_RULES:
+        raise ValueError(f"hybrid_rule must be max or one of {', '.join(HYBRID_RULES)}, not {options.hybrid_rule!r}")
+    from signalcraft_core.models.grading import hybrid_statistic
+
+    stat = hybrid_statistic(cal_l1.decades(oof_l1), cal_l2.decades(oof_l2), options.hybrid_rule,
+                            options.hybrid_level1_weight)
+    cal = fit_calibration(stat, options.warning_rate, options.critical_rate, options.calibration)
+    return HybridCalibration(rule=options.hybrid_rule, calibration=cal, level1_weight=options.hybrid_level1_weight)
 
 
 def train_model_set(
@@ -240,6 +275,7 @@ def train_model_set(
     cal_l1, cal_l2, oof_l1, oof_l2, losses = (
         fitted.level1_calibration, fitted.level2_calibration, fitted.oof_level1, fitted.oof_level2, fitted.losses
     )
+    cal_hybrid = fitted.hybrid_calibration
     export_torchscript(module, out / "autoencoder.pt")
     level1.save(out / "level1.joblib")
 
@@ -265,12 +301,14 @@ def train_model_set(
         },
         "level1": {
             "features": list(LEVEL1_FEATURE_NAMES),
+            "descriptor": descriptor_settings(),
             "n_estimators": options.n_estimators,
             "fit_samples": options.level1_samples,
             "jitter": options.level1_jitter,
             "calibration": cal_l1.to_dict(),
             "rules": rules.to_dict(),
         },
+        **({"hybrid": cal_hybrid.to_dict()} if cal_hybrid is not None else {}),
         "training": {
             "clips": len(signals),
             "files_sha256": sha256_bytes("\n".join(sorted(str(f) for f in source_files)).encode()),
@@ -286,13 +324,14 @@ def train_model_set(
                 "scikit-learn": sklearn.__version__,
             },
         },
-        "validation": validation_summary(oof_l1, oof_l2, cal_l1, cal_l2),
+        "validation": validation_summary(oof_l1, oof_l2, cal_l1, cal_l2, cal_hybrid),
     }
     write_manifest(out, manifest)
     return json.loads((out / "manifest.json").read_text())
 
 
-def validation_summary(oof_l1: np.ndarray, oof_l2: np.ndarray, cal_l1: Calibration, cal_l2: Calibration) -> dict:
+def validation_summary(oof_l1: np.ndarray, oof_l2: np.ndarray, cal_l1: Calibration, cal_l2: Calibration,
+                       cal_hybrid: HybridCalibration | None = None) -> dict:
     """Out-of-fold alarm rates on the normal training clips (a sanity check of the calibration)."""
 
     def rates(cal: Calibration, raw: np.ndarray) -> dict:
@@ -306,4 +345,8 @@ def validation_summary(oof_l1: np.ndarray, oof_l2: np.ndarray, cal_l1: Calibrati
             "critical_raw": cal.critical_raw,
         }
 
-    return {"method": "out-of-fold on normal training clips", "level1": rates(cal_l1, oof_l1), "level2": rates(cal_l2, oof_l2)}
+    out = {"method": "out-of-fold on normal training clips", "level1": rates(cal_l1, oof_l1), "level2": rates(cal_l2, oof_l2)}
+    if cal_hybrid is not None:
+        stat = cal_hybrid.statistic(cal_l1.decades(oof_l1), cal_l2.decades(oof_l2))
+        out["hybrid"] = {"rule": cal_hybrid.rule, **rates(cal_hybrid.calibration, stat)}
+    return out
