@@ -19,6 +19,10 @@ import click
 
 from signalcraft_core.local.console import Progress, info
 
+#: The synthetic-sound model sets the demo fleet is graded with (the packaged models/ are trained on
+#: real recordings and are not meant for synthetic machines).
+DEMO_MODELS = Path(__file__).resolve().parent / "demo_models"
+
 RECORDINGS = "signalcraft-recordings"
 GRADES = "signalcraft-grades"
 SITE = "site-a"
@@ -107,7 +111,7 @@ def run_demo(endpoint_url: str | None = None, clips: int = 3, seed: int = 7, mod
         client = s3_client(endpoint_url)
         for bucket in (RECORDINGS, GRADES):
             _ensure_bucket(client, bucket)
-        env = {"OUTPUT_BUCKET": GRADES, "OUTPUT_PREFIX": "grades/", "MODEL_URI": models or "",
+        env = {"OUTPUT_BUCKET": GRADES, "OUTPUT_PREFIX": "grades/", "MODEL_URI": models or str(DEMO_MODELS),
                "LOG_LEVEL": "INFO" if verbose else "WARNING"}
         today = dt.datetime.now(dt.timezone.utc).date().isoformat()
         with tempfile.TemporaryDirectory() as tmp, handler_environment(env, endpoint_url):
