@@ -207,3 +207,54 @@ def test_failure_record_keeps_what_the_recording_was():
     failure = ClipScore.failure(ErrorCode.INTERNAL_ERROR, "x", audio)
     assert (failure.status, failure.error_code, failure.duration_s, failure.sample_rate_in) == ("error", "internal_error", 2.0, 16000)
     assert ClipScore.failure("not_wav", "y").duration_s is None
+
+
+# ---------------------------------------------------------------------------------- long recordings
+
+
+def test_windows_cover_long_recordings_and_leave_short_ones_whole():
+    from signalcraft_core.pipeline.score import windows
+
+    assert windows(150_000, 100_000) == [slice(0, 150_000)]  # up to 1.5 windows: whole, as before
+    assert windows(160_000, 160_000) == [slice(0, 160_000)]
+    assert windows(150_001, 100_000) == [slice(0, 100_000), slice(50_001, 150_001)]
+    spans = windows(9_520_000, 160_000)  # 595 s at 16 kHz
+    assert len(spans) == 60 and all(s.stop - s.start == 160_000 for s in spans)
+    assert spans[0].start == 0 and spans[-1].stop == 9_520_000
+    assert all(a.stop >= b.start for a, b in zip(spans, spans[1:]))  # no gap
+
+
+def test_window_length_comes_from_the_manifest_else_10_s(setup):
+    from signalcraft_core.pipeline.score import window_seconds
+
+    model_set = setup[0]
+    assert window_seconds(model_set) == 10.0
+    two = dataclasses.replace(model_set, manifest={**model_set.manifest,
+                                                   "training": {**model_set.manifest["training"], "clip_seconds": 2}})
+    assert window_seconds(two) == 2.0
+
+
+def test_long_recording_is_its_worst_window(setup):
+    """8 s of normal pump then 2 s of a fault, windows of 2 s: the record is the fault window's grade."""
+    model_set = setup[0]
+    two = dataclasses.replace(model_set, manifest={**model_set.manifest,
+                                                   "training": {**model_set.manifest["training"], "clip_seconds": 2}})
+    rng = np.random.default_rng(40)
+    normal = synthesize_clip("pump", None, rng, 8.0)
+    fault = synthesize_clip("pump", "bearing_fault", np.random.default_rng(41), 2.0)
+    audio = _audio(encode_wav(np.r_[normal, fault], 16000))
+    (whole_long,) = score_payloads(two, [encode_wav(np.r_[normal, fault], 16000)])
+    per_window = [score_audio(two, [dataclasses.replace(audio, samples=audio.samples[k * 32000:(k + 1) * 32000])])[0]
+                  for k in range(5)]
+    worst = max(range(5), key=lambda k: per_window[k].score)
+    assert worst == 4 and per_window[4].score > max(w.score for w in per_window[:4])
+    assert whole_long.windows == 5 and whole_long.duration_s == 10.0
+    w = per_window[4]  # graded alone; the windows are batched in one STFT, so float32 sums differ a little
+    assert whole_long.score == pytest.approx(w.score, abs=1e-3) and whole_long.grade == w.grade
+    assert whole_long.level1_score == pytest.approx(w.level1_score, abs=1e-3)  # every level from that window
+    assert whole_long.level1_rules == w.level1_rules
+    assert whole_long.level2_mse == pytest.approx(w.level2_mse, rel=1e-5)
+    assert whole_long.band_errors == pytest.approx(w.band_errors, rel=1e-4)
+    # a recording up to 1.5 windows is graded whole, exactly as score_audio grades it
+    short = encode_wav(normal[:48000], 16000)
+    assert score_payloads(two, [short])[0] == score_audio(two, [_audio(short)])[0]

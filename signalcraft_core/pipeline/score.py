@@ -96,6 +96,30 @@ def limit_blas_threads() -> None:
     threadpool_limits(limits=1, user_api="blas")
 
 
+_arenas_limited = False
+#: glibc malloc arenas for the whole process (M_ARENA_MAX). By default every download / featurisation
+#: thread gets its own arena, each keeping its own high-water mark of freed block temporaries: measured
+#: +50 MiB of RSS on a sweep batch of sixteen 10-minute files (274 -> 228 MiB with 2 arenas, same speed).
+MALLOC_ARENAS = 2
+
+
+def limit_malloc_arenas() -> None:
+    """Cap glibc's malloc arenas once per process, before the download threads start (Linux glibc only;
+    an explicit MALLOC_ARENA_MAX in the environment is left alone, glibc reads that itself)."""
+    global _arenas_limited
+    if _arenas_limited:
+        return
+    _arenas_limited = True
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-8, MALLOC_ARENAS)  # M_ARENA_MAX
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        pass
+
+
 def _opt(value: float) -> float | None:
     return None if value is None or not np.isfinite(value) else float(value)
 
