@@ -75,8 +75,12 @@ def sha256_regular_file(path: str | Path) -> str:
 
 
 def model_version(manifest: dict[str, Any]) -> str:
-    """Content version: a hash of what changes grades (artifacts, profile, calibration, rules)."""
+    """Content version: a hash of what changes grades (artifacts, profile, calibrations, rules, hybrid).
+
+    `hybrid` joins the hash only when present, so sets written before it keep their versions."""
     content = {k: manifest.get(k) for k in ("artifacts", "profile", "level1", "level2")}
+    if "hybrid" in manifest:
+        content["hybrid"] = manifest["hybrid"]
     return sha256_bytes(json.dumps(content, sort_keys=True).encode())[:12]
 
 
