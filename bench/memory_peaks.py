@@ -1,6 +1,6 @@
 """Peak RSS of one handler process on the biggest legal recordings (issue 11.4), and the worst sweep batch (11.5).
 
-    python bench/memory_peaks.py [--quick]
+    python bench/memory_peaks.py [--quick] [--worst-batch]
 
 Each case runs in a fresh process (`python bench/memory_peaks.py child ...`) through the real handler
 against the loopback S3 server (bench/harness.py), so the figure includes the interpreter, imports,
@@ -13,7 +13,8 @@ Cases (the limits' defaults: MAX_OBJECT_BYTES 256 MiB, MAX_SECONDS 600):
 - a 595 s, 96 kHz, 16-bit stereo WAV (218 MiB) through the upload handler,
 - sixteen 10-minute 16 kHz files (BATCH_SIZE) in one upload event and in one sweep batch; the
   sweep's wall time is the worst legal batch that DEADLINE_MARGIN_MS must cover,
-- a 1 s file at 383,999 Hz (a rate coprime with 16 kHz) through the upload handler: CPU time.
+- a 1 s file at 383,999 Hz (a rate coprime with 16 kHz) through the upload handler: CPU time,
+- with --worst-batch, sixteen 595 s 96 kHz stereo files (3.4 GiB) in one sweep batch (~8 minutes).
 
 Writes bench/results/memory_peaks.json and .md; nothing is asserted here (tests/test_memory.py does).
 """
@@ -159,6 +160,14 @@ def main(argv: list[str]) -> int:
         del ten
         case(f"{count} x {'2' if quick else '10'}-minute 16 kHz mono, one upload event", keys)
         case(f"{count} x {'2' if quick else '10'}-minute 16 kHz mono, one sweep batch", keys, sweep_prefix="batch/")
+
+        if "--worst-batch" in argv:  # BATCH_SIZE of the biggest legal files: the sweep deadline's worst case
+            s3.clear(RECORDINGS, "batch/")
+            big = wav_bytes(595, 96000, 2)
+            keys = [f"worst/pump/id_00/long-{i:02d}.wav" for i in range(16)]
+            s3.upload([(k, big) for k in keys], threads=2)
+            del big
+            case("16 x 595 s 96 kHz stereo (3.4 GiB), one sweep batch", keys, sweep_prefix="worst/")
 
     worst = summary[rows[-1][0]]
     summary["worst_batch_wall_s"] = worst["handler_wall_s"]
