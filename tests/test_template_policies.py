@@ -237,10 +237,12 @@ def test_each_role_has_exactly_its_s3_actions(source: str, template: dict) -> No
     assert s3_actions("FleetSweepFunction") == read | {"s3:PutObject", "s3:DeleteObject"}
     assert s3_actions(STATE_MACHINE) == {"s3:ListBucket", "s3:PutObject", "s3:AbortMultipartUpload",
                                          "s3:ListMultipartUploadParts"}
-    # Writes go under the grades prefix (the state machine's map manifests under sweep-runs/) only.
+    # Writes go under the grades prefix, the sweep state and the alert markers (the state machine's map
+    # manifests under sweep-runs/) only.
     for rid in FUNCTIONS:
         assert resources_of(allowed(roles[rid], "s3:PutObject")) == json.dumps(
-            [{"Fn::Sub": "${GradesBucket.Arn}/${OutputPrefix}*"}])
+            [{"Fn::Sub": "${GradesBucket.Arn}/${OutputPrefix}*"},
+             [{"Fn::Sub": "${GradesBucket.Arn}/_signalcraft/*"}, {"Fn::Sub": "${GradesBucket.Arn}/_alerts/*"}]])
     assert resources_of(allowed(roles[STATE_MACHINE], "s3:PutObject")) == json.dumps(
         [{"Fn::Sub": "${GradesBucket.Arn}/sweep-runs/*"}])
     # The upload function never reads grades; the state machine reads no object at all.
