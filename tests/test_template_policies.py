@@ -245,8 +245,9 @@ def test_each_role_has_exactly_its_s3_actions(source: str, template: dict) -> No
              [{"Fn::Sub": "${GradesBucket.Arn}/_signalcraft/*"}, {"Fn::Sub": "${GradesBucket.Arn}/_alerts/*"}]])
     assert resources_of(allowed(roles[STATE_MACHINE], "s3:PutObject")) == json.dumps(
         [{"Fn::Sub": "${GradesBucket.Arn}/sweep-runs/*"}])
-    # The upload function never reads grades; the state machine reads no object at all.
-    assert "GradesBucket" not in resources_of(allowed(roles["ScoreUploadFunction"], "s3:GetObject"))
+    # The upload function never reads grade records (only the markers and state beside them); the
+    # state machine reads no object at all.
+    assert "OutputPrefix" not in resources_of(allowed(roles["ScoreUploadFunction"], "s3:GetObject"))
     assert allowed(roles[STATE_MACHINE], "s3:GetObject") == []
     (listing,) = allowed(roles[STATE_MACHINE], "s3:ListBucket")
     assert "recordings" in json.dumps(listing["Resource"])
