@@ -33,3 +33,18 @@ def test_only_machines_without_their_own_set_are_listed_with_their_normal_record
     assert "signalcraft train s3://rec/a/pump/id_00/ --out s3://<models>/a/pump/id_00/ -m pump" in text
     assert "id_01" in text and "s3://rec/a/fan/id_01/" not in text  # too few normals: no command yet
     assert format_enrolment([]) == "Every machine is graded by its own model set."
+
+
+def test_report_lists_the_machines_to_enrol(tmp_path):
+    from click.testing import CliRunner
+
+    from signalcraft_core.local.cli.app import cli
+    from signalcraft_core.pipeline.sinks import LocalGradeSink
+
+    LocalGradeSink(tmp_path).write([_row(i, "a/pump/id_00", "type") for i in range(6)]
+                                   + [_row(10 + i, "a/valve/id_02", "machine") for i in range(3)])
+    result = CliRunner().invoke(cli, ["report", "--grades", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    section = result.output.split("Enrol these machines", 1)[1]
+    assert "id_00" in section and "id_02" not in section
+    assert "signalcraft train s3://rec/a/pump/id_00/" in section

@@ -93,7 +93,8 @@ def _day(value: datetime | None) -> date | None:
 @click.option("--quiet", "-q", is_flag=True, help="No status lines; with --html, no terminal summary either.")
 def report(grades: str, day: datetime | None, since: datetime | None, html_out: Path | None, top: int,
            endpoint_url: str | None, quiet: bool) -> None:
-    """Summarise the fleet from grade records: machines by grade, worst recordings, errors by code, open alerts.
+    """Summarise the fleet from grade records: machines by grade, worst recordings, errors by code, open
+    alerts, and the machines still graded by a type or default set (enrol them with `signalcraft train`).
 
     Open alerts (an S3 prefix only) are the machine alerts raised in the period (--date, --since, else the
     last 7 days), read from the markers `_alerts/dt=DAY/...` in the grades bucket.
@@ -103,6 +104,7 @@ def report(grades: str, day: datetime | None, since: datetime | None, html_out: 
       signalcraft report --grades s3://signalcraft-grades/grades/ --since 2025-01-01
       signalcraft report --grades out/ --date 2025-01-31 --html report.html
     """
+    from signalcraft_core.analysis.enrolment import enrolment_candidates, format_enrolment
     from signalcraft_core.analysis.report import (
         filter_by_date,
         format_alerts,
@@ -122,10 +124,19 @@ def report(grades: str, day: datetime | None, since: datetime | None, html_out: 
         found = _open_alerts(grades, _day(day), _day(since), endpoint_url)
         if found is not None:
             click.echo("\n" + format_alerts(*found), nl=False)
+        candidates = enrolment_candidates(table)
+        if candidates:
+            click.echo("\n" + format_enrolment(candidates, _recordings_bucket(table)))
     if html_out is not None:
         page = render_html(table, summary, source=grades, generated_at=datetime.now(timezone.utc))
         _write(html_out, page.encode("utf-8"))
         info(f"wrote {html_out} ({len(page) // 1024} KiB)", quiet)
+
+
+def _recordings_bucket(table) -> str | None:
+    """The one bucket the records came from (for the train commands), if there is exactly one."""
+    buckets = {b for b in table.column("bucket").to_pylist() if b}
+    return buckets.pop() if len(buckets) == 1 else None
 
 
 @click.command()
