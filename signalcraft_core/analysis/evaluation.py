@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -35,6 +35,7 @@ from signalcraft_core.models.grading import CRITICAL_SCORE, WARNING_SCORE
 from signalcraft_core.training.fit import (
     MIN_TRAINING_CLIPS,
     FittedLevels,
+    ProgressCallback,
     TrainingOptions,
     fit_levels,
     fold_indices,
@@ -57,7 +58,6 @@ PAUC_DEFINITION = (
 MEASURABLE_EXPECTED_ALARMS = 10.0
 """A false-alarm rate counts as measured when the distinct normal clips would give >= this many alarms."""
 
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -265,7 +265,7 @@ def evaluate_featurised(
     options: EvaluationOptions,
     profile: FeatureConfig,
     train: ClipInputs | None = None,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
 ) -> tuple[FoldResult, ...]:
     """Fit per fold (or once on `train`) and score held-out normal and all anomalous clips."""
     base = resolve_options(options.training)
@@ -306,7 +306,7 @@ def evaluate_signals(
     anomalous: Sequence[np.ndarray],
     options: EvaluationOptions,
     train: Sequence[np.ndarray] | None = None,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
     sample_rate: int = 16000,
 ) -> EvaluationReport:
     """Featurise every clip once, then `evaluate_featurised`; the report says what was measured."""

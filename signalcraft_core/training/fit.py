@@ -62,7 +62,8 @@ from signalcraft_core.training.level1 import Level1Model
 #: Fewer clips leave each calibration fold's forest with too few samples to score anything.
 MIN_TRAINING_CLIPS = 5
 ANOMALY_DIR_NAMES = frozenset({"abnormal", "anomaly", "anomalous"})
-Progress = Callable[[str, int, int], None]
+#: What training and evaluation report progress to: (stage, done, total); local/console.Progress is one.
+ProgressCallback = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def find_wavs(paths: Sequence[str | Path], include_anomalies: bool = False) -> l
 
 
 def load_signals(
-    files: Sequence[Path], audio_config: AudioConfig = DEFAULT_AUDIO_CONFIG, progress: Progress | None = None
+    files: Sequence[Path], audio_config: AudioConfig = DEFAULT_AUDIO_CONFIG, progress: ProgressCallback | None = None
 ) -> tuple[list[np.ndarray], list[Path], list[tuple[Path, SignalcraftError]]]:
     """Decode the files; unreadable ones are reported, not fatal."""
     signals, used, skipped = [], [], []
@@ -132,7 +133,7 @@ def fold_indices(n: int, folds: int, seed: int) -> list[np.ndarray]:
 
 
 def out_of_fold_scores(data: ClipInputs, options: TrainingOptions, n_mels: int,
-                       progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
+                       progress: ProgressCallback | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Raw Level-1 and Level-2 scores of every clip from models that did not train on it (production engines)."""
     n = data.level2.shape[0]
     folds = max(2, min(options.folds, n))
@@ -204,7 +205,7 @@ class FittedLevels:
 
 
 def fit_levels(data: ClipInputs, options: TrainingOptions, profile: FeatureConfig,
-               progress: Progress | None = None) -> FittedLevels:
+               progress: ProgressCallback | None = None) -> FittedLevels:
     """Out-of-fold calibration, then both levels and the rules fitted on every clip of `data`.
 
     `options` should come from `resolve_options`.
@@ -254,7 +255,7 @@ def train_model_set(
     options: TrainingOptions,
     source_files: Sequence[str | Path] = (),
     command: str | None = None,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
 ) -> dict:
     """Fit both levels on normal clips and write autoencoder.pt, level1.joblib and manifest.json."""
     import sklearn
