@@ -52,8 +52,12 @@ from signalcraft_core.pipeline.sweep import (
 
 log = logging.getLogger(__name__)
 
-#: Stop taking new sweep batches when less than this is left of the invocation.
-DEADLINE_MARGIN_MS = 60_000
+#: Stop taking new sweep batches when less than this is left of the invocation: one more batch must
+#: fit. Measured (bench/memory_peaks.py --worst-batch, loopback S3, 2 cores): the worst legal batch,
+#: BATCH_SIZE 16 x 595 s 96 kHz 16-bit stereo (218 MiB each, 3.4 GiB), takes 72.5 s wall / 59.4 s CPU
+#: in one sweep batch (16 x 10-minute 16 kHz files: 24.7 s). About 2x that covers compaction, the
+#: state write and a Lambda share of under one vCPU at the batch memory size.
+DEADLINE_MARGIN_MS = 150_000
 #: Compaction merges every partition that got a file in this window (the day's upload writers and
 #: sweeps), not only "yesterday": late uploads of old recordings land in old partitions.
 COMPACT_LOOKBACK_HOURS = 48
