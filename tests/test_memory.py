@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from handler_env import configure_handlers
+
 from signalcraft_core.io.audio import decode_wav, encode_wav
 from signalcraft_core.local.sample_events import generate_event
 

@@ -13,20 +13,21 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from signalcraft_core.errors import AudioError, ErrorCode, SignalcraftError
 
 __all__ = [
-    "Audio",
-    "AudioConfig",
     "DEFAULT_AUDIO_CONFIG",
     "MAX_RESAMPLE_FACTOR",
     "MAX_SAMPLE_MAGNITUDE",
     "SAMPLE_FORMATS",
+    "Audio",
+    "AudioConfig",
     "decode_stream",
     "decode_wav",
     "encode_wav",

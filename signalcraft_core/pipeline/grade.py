@@ -30,7 +30,11 @@ from signalcraft_core.io.events import ObjectRef, is_own_output, wanted
 from signalcraft_core.io.keys import parse_key
 from signalcraft_core.models.model_store import ModelStore
 from signalcraft_core.pipeline.records import GradeRecord, record_id
-from signalcraft_core.pipeline.score import ClipScore, limit_malloc_arenas, score_decoded
+from signalcraft_core.pipeline.score import (
+    ClipScore,
+    limit_malloc_arenas,
+    score_decoded,
+)
 
 log = logging.getLogger(__name__)
 #: Failures the platform should retry (raise) rather than record as final: the store failed, or the

@@ -16,8 +16,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -64,7 +64,7 @@ class ClipScore:
     windows: int = 1  # how many windows of the model's clip length were graded (the record is the worst)
 
     @classmethod
-    def failure(cls, code: ErrorCode | str, message: str, audio: Audio | None = None) -> "ClipScore":
+    def failure(cls, code: ErrorCode | str, message: str, audio: Audio | None = None) -> ClipScore:
         return cls(
             status="error",
             error_code=ErrorCode(code).value,
@@ -256,6 +256,6 @@ def _score_groups(model_set: ModelSet, decoded: list[tuple[int, Audio]], prefere
             for i, audio in group:
                 try:
                     yield i, score_audio(model_set, [audio], preference)[0]
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     log.exception("scoring failed")
                     yield i, ClipScore.failure(ErrorCode.INTERNAL_ERROR, f"scoring failed: {type(exc).__name__}: {exc}", audio)
