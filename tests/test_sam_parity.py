@@ -20,7 +20,10 @@ from click.testing import CliRunner
 
 from signalcraft_core.io.audio import encode_wav
 from signalcraft_core.local.cli.app import cli
-from signalcraft_core.local.sam_template import load_samconfig, parse_parameter_overrides
+from signalcraft_core.local.sam_template import (
+    load_samconfig,
+    parse_parameter_overrides,
+)
 from signalcraft_core.local.synth import SAMPLE_RATE, synthesize_clip
 from signalcraft_core.pipeline import runtime
 from signalcraft_core.pipeline.sinks import read_grades

@@ -30,7 +30,6 @@ from signalcraft_core.models.level1 import iforest_raw_score
 from signalcraft_core.models.level2 import score_level2
 from signalcraft_core.models.rules import RuleHit
 
-
 #: Rules with fixed thresholds (a sensor or converter fault, whatever the machine): they floor the hybrid grade.
 #: The others judge ranges learned from a few training clips and count as Level-1 evidence in the hybrid.
 SENSOR_FAULT_RULES = frozenset({"clipping", "dead_sensor", "dc_offset"})

@@ -104,7 +104,10 @@ def report(grades: str, day: datetime | None, since: datetime | None, html_out: 
       signalcraft report --grades s3://signalcraft-grades/grades/ --since 2025-01-01
       signalcraft report --grades out/ --date 2025-01-31 --html report.html
     """
-    from signalcraft_core.analysis.enrolment import enrolment_candidates, format_enrolment
+    from signalcraft_core.analysis.enrolment import (
+        enrolment_candidates,
+        format_enrolment,
+    )
     from signalcraft_core.analysis.report import (
         filter_by_date,
         format_alerts,
