@@ -93,7 +93,7 @@ class Invocation:
     def flush(self) -> None:
         from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
-        if is_metrics_disabled() or not (self.counts or self.errors or self.latency_ms):
+        if is_metrics_disabled() or not (any(self.counts.values()) or self.errors or self.latency_ms):
             return  # metrics off, or an invocation that graded nothing (refused event, empty batch)
         documents = self.documents()
         if self.settings.in_lambda:
