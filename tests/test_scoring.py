@@ -51,13 +51,30 @@ def auc(negatives, positives) -> float:
     return float(np.mean((pos > neg) + 0.5 * (pos == neg)))
 
 
+def expected_hybrid(model_set, r) -> float:
+    """The hybrid score recomputed from one result's raw values: the manifest's calibrated combination of
+    both levels' tail probabilities when the set has one, else the more severe level."""
+    from signalcraft_core.models.decision import hybrid_calibration
+
+    cal = hybrid_calibration(model_set)
+    if cal is None:
+        return max(r.level1_score, r.level2_score)
+    # the forest's evidence (a learned rule that fired would raise Level 1's; these synthetic clips fire none
+    # that the combination weighs, or the assertion below says so)
+    z1 = float(model_set.level1_calibration.decades(np.array([r.iforest_raw]))[0])
+    z2 = float(model_set.level2_calibration.decades(np.array([r.level2_mse]))[0])
+    return float(cal.score(np.array([z1]), np.array([z2]))[0])
+
+
 def test_default_profile_separates_normal_from_abnormal(held_out):
     normal, abnormal = held_out
     assert all(r.status == "ok" for r in normal + abnormal)
-    assert auc([r.score for r in normal], [r.score for r in abnormal]) >= 0.95
-    # Each level on its own carries signal too (hybrid is not one level doing all the work).
-    assert auc([r.level1_score for r in normal], [r.level1_score for r in abnormal]) >= 0.9
-    assert auc([r.level2_score for r in normal], [r.level2_score for r in abnormal]) >= 0.9
+    # Each level on its own carries signal; the calibrated hybrid (Level 2 led by default: Fisher with the
+    # Level-1 weight chosen on real data) ranks about as well as the better level on this synthetic set.
+    level1 = auc([r.level1_score for r in normal], [r.level1_score for r in abnormal])
+    level2 = auc([r.level2_score for r in normal], [r.level2_score for r in abnormal])
+    assert level1 >= 0.9 and level2 >= 0.9
+    assert auc([r.score for r in normal], [r.score for r in abnormal]) >= max(0.85, level2 - 0.02)
     assert np.mean([r.grade != "NORMAL" for r in abnormal]) >= 0.75
     assert np.mean([r.grade == "NORMAL" for r in normal]) >= 0.75
 
@@ -66,7 +83,7 @@ def test_every_result_is_consistent(setup, held_out):
     model_set = setup[0]
     for r in held_out[0] + held_out[1]:
         assert r.grade == grade(r.score).value
-        assert r.score == pytest.approx(max(r.level1_score, r.level2_score), abs=1e-3)  # hybrid
+        assert r.score == pytest.approx(expected_hybrid(model_set, r), abs=1e-3)
         assert 0.0 <= r.score <= 100.0 and r.level2_mse > 0 and r.iforest_raw is not None
         assert len(r.band_errors) == model_set.profile.n_mels  # per mel band
         assert (r.duration_s, r.sample_rate_in, r.channels_in) == (2.0, 16000, 1)
@@ -174,7 +191,7 @@ def test_preference_selects_the_deciding_level(setup, held_out):
     for h, l1, l2 in zip(hybrid, level1, level2):
         assert l1.score == pytest.approx(h.level1_score, abs=1e-3) and l1.level2_score is None and l1.level2_mse is None
         assert l2.score == pytest.approx(h.level2_score, abs=1e-3) and l2.level1_score is None and l2.level1_rules == ()
-        assert h.score == pytest.approx(max(l1.score, l2.score), abs=1e-3)
+        assert h.score == pytest.approx(expected_hybrid(model_set, h), abs=1e-3)
         assert l1.grade == grade(l1.score).value and l2.grade == grade(l2.score).value
 
 
