@@ -200,6 +200,9 @@ def build_corpus() -> list[Case]:
                 x[where] = bad
                 add(f"{fmt_name} {bad} at {where}", encode_wav(x, 8000, fmt_name), E.NON_FINITE)
     add("float64 beyond float32 range", encode_wav(np.r_[_machine(), 1e300], 8000, "float64"), E.NON_FINITE)
+    for fmt_name in ("float32", "float64"):  # finite but absurd: 1e20..1e30 once gave internal_error or null levels
+        for big in (1e20, -1e25, 1e30):
+            add(f"{fmt_name} sample {big:g}", encode_wav(np.r_[_machine(), big], 8000, fmt_name), E.OUT_OF_RANGE)
     for fmt_name in ("pcm8", "pcm16", "pcm24", "pcm32", "float32", "float64"):
         for ch in (1, 2):
             add(f"silence {fmt_name} x{ch}", encode_wav(np.zeros((9600, ch)), 8000, fmt_name), E.SILENT)
@@ -338,7 +341,7 @@ def test_corpus_is_large_and_specific():
     assert len({key_for(i, c) for i, c in enumerate(CORPUS)}) == len(CORPUS)
     codes = Counter(c.expected for c in CORPUS)
     recording_codes = {E.NOT_WAV, E.BAD_HEADER, E.TRUNCATED, E.UNSUPPORTED_FORMAT, E.UNSUPPORTED_RATE, E.EMPTY,
-                       E.TOO_SHORT, E.TOO_LONG, E.TOO_LARGE, E.NON_FINITE, E.SILENT}
+                       E.TOO_SHORT, E.TOO_LONG, E.TOO_LARGE, E.NON_FINITE, E.OUT_OF_RANGE, E.SILENT}
     assert set(codes) == {c.value for c in recording_codes} | {OK}, codes
     small = [c for c in CORPUS if c.expected != E.TOO_LARGE.value]
     assert max(len(c.data) for c in small) <= MAX_OBJECT_BYTES
