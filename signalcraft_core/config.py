@@ -29,7 +29,7 @@ class Settings:
     output_bucket: str | None = None
     output_prefix: str = "grades/"
     model_uri: str | None = None
-    preference: str = "hybrid"
+    preference: str | None = None  # None: each model set's own (its manifest's `preference`)
     suffixes: tuple[str, ...] = (".wav",)
     max_bytes: int = 256 * 1024 * 1024
     max_seconds: float = 600.0
@@ -60,7 +60,7 @@ class Settings:
             output_bucket=env.get("OUTPUT_BUCKET") or None,
             output_prefix=_prefix(env.get("OUTPUT_PREFIX", cls.output_prefix)),
             model_uri=env.get("MODEL_URI") or None,
-            preference=_choice(env, "MODEL_PREFERENCE", PREFERENCES),
+            preference=_choice(env, "MODEL_PREFERENCE", PREFERENCES) if env.get("MODEL_PREFERENCE") else None,
             suffixes=tuple(s.strip() for s in env.get("SUFFIXES", ".wav").split(",") if s.strip()),
             max_bytes=_number(env, "MAX_OBJECT_BYTES", cls.max_bytes, int, 0),
             max_seconds=_number(env, "MAX_SECONDS", cls.max_seconds, float, 1),

@@ -75,7 +75,7 @@ def test_score_prints_one_json_record_per_input(trained):
         assert r["grade"] in ("NORMAL", "WARNING", "CRITICAL") and 0 <= r["score"] <= 100
         assert set(r["level1"]) >= {"score", "iforest", "rules"} and isinstance(r["level1"]["rules"], list)
         assert set(r["level2"]) == {"mse", "score"} and r["level2"]["mse"] > 0
-        assert r["model"] == {"name": manifest["name"], "version": manifest["version"]}
+        assert r["model"] == {"name": manifest["name"], "version": manifest["version"], "scope": "default"}
         assert (r["duration_s"], r["sample_rate_in"], r["channels_in"]) == (2.0, 16000, 1)
     assert max(r["score"] for r in out[2:]) > max(r["score"] for r in out[:2])
 

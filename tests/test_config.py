@@ -10,7 +10,7 @@ from signalcraft_core.errors import ConfigError, ErrorCode
 
 def test_defaults_without_environment():
     s = Settings.from_env({})
-    assert (s.output_bucket, s.output_prefix, s.preference, s.suffixes, s.batch_size) == (None, "grades/", "hybrid",
+    assert (s.output_bucket, s.output_prefix, s.preference, s.suffixes, s.batch_size) == (None, "grades/", None,
                                                                                          (".wav",), 16)
     assert s.key_pattern is None and s.sweep_prefix == "" and s.level2_engine == "auto"
 

@@ -56,7 +56,7 @@ __all__ = [
     "wanted",
 ]
 
-SOURCES: tuple[str, ...] = ("s3", "minio", "eventbridge", "sqs", "sweep", "map", "cli")
+SOURCES: tuple[str, ...] = ("s3", "minio", "eventbridge", "sqs", "sweep", "map", "cli", "file")
 """Where an :class:`ObjectRef` came from; recorded with each grade for tracing."""
 
 _MAX_NESTING = 4  # SQS -> SNS -> notification is 3 levels; anything deeper is not a real shape
@@ -91,8 +91,8 @@ _DATE_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:$|[T ])")
 class ObjectRef:
     """One object to grade: the bucket and the decoded key, plus what the event told us about it."""
 
-    bucket: str
-    key: str  # decoded: the key to pass to GetObject
+    bucket: str | None  # None only for a local file (source "file")
+    key: str  # decoded: the key to pass to GetObject, or a local file's path
     etag: str | None = None  # without quotes
     version_id: str | None = None
     size: int | None = None
@@ -100,7 +100,10 @@ class ObjectRef:
     source: str = "s3"  # one of SOURCES
 
     def __post_init__(self) -> None:
-        if not isinstance(self.bucket, str) or not self.bucket:
+        if self.source == "file":  # a local recording (`signalcraft score`): the key is its path, no bucket
+            if self.bucket is not None:
+                raise ValueError("a local file has no bucket")
+        elif not isinstance(self.bucket, str) or not self.bucket:
             raise ValueError("object reference without a bucket name")
         if not isinstance(self.key, str) or not self.key:
             raise ValueError(f"object reference in bucket {self.bucket!r} without a key")

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from signalcraft_core.config import Settings
@@ -87,6 +89,8 @@ def _fetch(client: Any, ref: ObjectRef, config: Settings,
     """
     from signalcraft_core.io.objects import fetch_stream, head
 
+    if ref.source == "file":
+        return _read_file(ref, config, budget)
     ticket: _Reservation | None = None
     try:
         info = head(client, ref.bucket, ref.key, ref.version_id)
@@ -111,6 +115,30 @@ def _fetch(client: Any, ref: ObjectRef, config: Settings,
         log.exception("download failed", extra={"bucket": ref.bucket, "key": ref.key})
         return ref, StorageError(ErrorCode.STORAGE_ERROR, f"download failed: {type(exc).__name__}"), \
             ticket and ticket.release()
+
+
+def _read_file(ref: ObjectRef, config: Settings,
+               budget: "_DecodeBudget") -> tuple[ObjectRef, Audio | SignalcraftError, "_Reservation | None"]:
+    """A local recording through the same limits and streaming decoder as an object (`signalcraft score`)."""
+    path = Path(ref.key)
+    ticket: _Reservation | None = None
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            ref = replace(ref, size=st.st_size,
+                          event_time=dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc).isoformat())
+            if st.st_size > config.max_bytes:
+                return ref, StorageError(ErrorCode.TOO_LARGE, f"{path} is {st.st_size} bytes, over the "
+                                         f"{config.max_bytes}-byte limit"), None
+            audio_cfg = audio_config(config)
+            ticket = budget.acquire(max_decoded_bytes(st.st_size, audio_cfg))
+            audio = decode_stream(f.read, st.st_size, audio_cfg, ticket.exact)
+        return ref, audio, ticket
+    except AudioError as exc:
+        return ref, exc, ticket and ticket.release()
+    except OSError as exc:
+        code = ErrorCode.NOT_FOUND if isinstance(exc, FileNotFoundError) else ErrorCode.STORAGE_ERROR
+        return ref, StorageError(code, f"cannot read {path}: {exc.strerror}"), ticket and ticket.release()
 
 
 class _DecodeBudget:
@@ -214,14 +242,22 @@ def to_record(ref: ObjectRef, result: ClipScore, model_set: Any, key_info: Any, 
 
 
 def grade_objects(refs: Sequence[ObjectRef], client: Any, store: ModelStore, config: Settings) -> list[GradeRecord]:
-    """One record per ref, in order: downloads stream into the decoder on a thread pool, scoring is batched.
+    """One record per ref, in order (see `grade_with_scores`)."""
+    return [record for record, _score in grade_with_scores(refs, client, store, config)]
+
+
+def grade_with_scores(refs: Sequence[ObjectRef], client: Any, store: ModelStore, config: Settings, *,
+                      machine_type: str | None = None) -> list[tuple[GradeRecord, ClipScore]]:
+    """One (record, score) per ref, in order: downloads stream into the decoder on a thread pool, scoring is batched.
+
+    `machine_type` picks that type's set for every ref instead of reading it off the key.
 
     A batch is sized by decoded audio, not by clip count alone: at most `config.batch_size` clips and
     MAX_DECODED_BYTES of decoded samples (downloads in flight included) are held at once, so sixteen
     10-minute recordings are graded one at a time while sixteen 10 s clips still share one batch.
     """
     scored_at = dt.datetime.now(dt.timezone.utc)
-    records: list[GradeRecord | None] = [None] * len(refs)
+    records: list[tuple[GradeRecord, ClipScore] | None] = [None] * len(refs)
     if not refs:
         return []
     limit_malloc_arenas()  # before the download threads exist: their freed blocks would stay per thread
@@ -241,16 +277,19 @@ def grade_objects(refs: Sequence[ObjectRef], client: Any, store: ModelStore, con
         groups: dict[int, tuple[Any, list[tuple[int, ObjectRef, Any, Any]]]] = {}
         for i, (ref, payload, _ticket) in batch:
             try:
-                model_set, info = store.for_key(ref.key)
+                if machine_type:
+                    model_set, info = store.get(machine_type), store.key_info(ref.key)
+                else:
+                    model_set, info = store.for_key(ref.key)
             except SignalcraftError as exc:
-                records[i] = to_record(ref, ClipScore.failure(exc.code, exc.message), None,
-                                       parse_key(ref.key, config.key_pattern), scored_at)
+                failure = ClipScore.failure(exc.code, exc.message)
+                records[i] = (to_record(ref, failure, None, parse_key(ref.key, config.key_pattern), scored_at), failure)
                 continue
             groups.setdefault(id(model_set), (model_set, []))[1].append((i, ref, payload, info))
         for model_set, members in groups.values():
             results = score_decoded(model_set, [m[2] for m in members], config.preference)
             for (i, ref, _payload, info), result in zip(members, results):
-                records[i] = to_record(ref, result, model_set, info, scored_at)
+                records[i] = (to_record(ref, result, model_set, info, scored_at), result)
 
     outstanding = len(refs)
     batch: list[tuple[int, tuple[ObjectRef, Any, Any]]] = []

@@ -140,9 +140,10 @@ def _train(data: tuple[str, ...], out: str, endpoint_url: str | None, tmp: Path,
     )
 
 
-def _score_json(source: str, result, model_set) -> dict:
+def _score_json(record, result) -> dict:
+    """One input's line: the grade record's identity and model, the score's findings."""
     return {
-        "source": source,
+        "source": record.key,
         "status": result.status,
         "error": {"code": result.error_code, "message": result.error_message} if result.status != "ok" else None,
         "grade": result.grade,
@@ -150,7 +151,8 @@ def _score_json(source: str, result, model_set) -> dict:
         "level1": {"score": result.level1_score, "iforest": result.iforest_raw, "rules": list(result.level1_rules),
                    "findings": list(result.rule_messages)},
         "level2": {"mse": result.level2_mse, "score": result.level2_score},
-        "model": {"name": model_set.name, "version": model_set.version} if model_set else None,
+        "model": ({"name": record.model_name, "version": record.model_version, "scope": record.model_scope}
+                  if record.model_name else None),
         "duration_s": result.duration_s,
         "sample_rate_in": result.sample_rate_in,
         "channels_in": result.channels_in,
@@ -176,66 +178,38 @@ def score(paths: tuple[Path, ...], models: Path | None, machine_type: str | None
     Example:
       signalcraft score recordings/*.wav --models models/pump --format table
     """
+    from signalcraft_core.config import Settings
+    from signalcraft_core.io.events import ObjectRef
     from signalcraft_core.models.model_store import ModelStore
-    from signalcraft_core.pipeline.score import score_payloads
+    from signalcraft_core.pipeline.grade import grade_with_scores
 
     store = ModelStore(models)
     inputs: list[Path] = []
     for p in paths:
         inputs.extend(sorted(q for q in p.rglob("*") if q.suffix.lower() == ".wav") if p.is_dir() else [p])
     # Resolve every input's model set first: a missing or broken set fails before any output.
-    all_sets = [store.for_path(str(path), machine_type) for path in inputs]
+    for path in inputs:
+        store.for_path(str(path), machine_type)
+    settings = Settings(preference=level)
     any_error = False
     if fmt == "table":
         click.echo(f"{'grade':<9} {'score':>6} {'L1':>6} {'L2':>6}  {'rules':<24} source")
-    # Batches share one forest / autoencoder call per model set (a forest call costs ~0.1 s however
-    # few clips it gets); output stays in input order, one line per input.
+    # The handlers' pipe with a local-file source; batches share one forest / autoencoder call per set.
     for start in range(0, len(inputs), SCORE_BATCH):
-        chunk = inputs[start:start + SCORE_BATCH]
-        sets = all_sets[start:start + SCORE_BATCH]
-        payloads = [_payload(path) for path in chunk]
-        results: list = [None] * len(chunk)
-        by_set: dict[int, list[int]] = {}
-        for j, model_set in enumerate(sets):
-            by_set.setdefault(id(model_set), []).append(j)
-        for idx in by_set.values():
-            scored = score_payloads(sets[idx[0]], [payloads[j] for j in idx], preference=level)
-            for j, result in zip(idx, scored):
-                results[j] = result
-        for path, model_set, result in zip(chunk, sets, results):
+        refs = [ObjectRef(bucket=None, key=str(path), source="file") for path in inputs[start:start + SCORE_BATCH]]
+        for record, result in grade_with_scores(refs, None, store, settings, machine_type=machine_type):
             any_error |= result.status != "ok"
             if fmt == "json":
-                click.echo(json.dumps(_score_json(str(path), result, model_set)))
+                click.echo(json.dumps(_score_json(record, result)))
             elif result.status == "ok":
                 click.echo(f"{result.grade:<9} {result.score:>6.1f} {_fmt(result.level1_score, '6.1f'):>6} "
-                           f"{_fmt(result.level2_score, '6.1f'):>6}  {','.join(result.level1_rules) or '-':<24} {path}")
+                           f"{_fmt(result.level2_score, '6.1f'):>6}  {','.join(result.level1_rules) or '-':<24} "
+                           f"{record.key}")
             else:
-                click.echo(f"{'ERROR':<9} {'-':>6} {'-':>6} {'-':>6}  {result.error_code:<24} {path}: {result.error_message}")
+                click.echo(f"{'ERROR':<9} {'-':>6} {'-':>6} {'-':>6}  {result.error_code:<24} {record.key}: "
+                           f"{result.error_message}")
     if any_error:
         sys.exit(EXIT_SCORE_ERRORS)
-
-
-def _payload(path: Path):
-    """The file's bytes, or the error record it becomes (missing, unreadable, too large)."""
-    from signalcraft_core.errors import ErrorCode, StorageError
-
-    try:
-        return _read_limited(path)
-    except StorageError as exc:
-        return exc
-    except OSError as exc:
-        code = ErrorCode.NOT_FOUND if isinstance(exc, FileNotFoundError) else ErrorCode.STORAGE_ERROR
-        return StorageError(code, f"cannot read {path}: {exc.strerror}")
-
-
-def _read_limited(path: Path) -> bytes:
-    from signalcraft_core.errors import ErrorCode, StorageError
-    from signalcraft_core.io.audio import DEFAULT_AUDIO_CONFIG
-
-    size = path.stat().st_size
-    if size > DEFAULT_AUDIO_CONFIG.max_bytes:
-        raise StorageError(ErrorCode.TOO_LARGE, f"{size} bytes is over the {DEFAULT_AUDIO_CONFIG.max_bytes} byte limit")
-    return path.read_bytes()
 
 
 @click.command("import-legacy")
