@@ -132,6 +132,14 @@ class ObjectInfoWithKey(ObjectInfo):
     key: str
 
 
+def _info(response: dict[str, Any], size: int) -> ObjectInfo:
+    """What a HEAD or GET response says about the object ("null" is an unversioned bucket's version id)."""
+    version = response.get("VersionId")
+    return ObjectInfo(size=size, etag=clean_etag(response.get("ETag")),
+                      version_id=None if version in (None, "null") else version,
+                      last_modified=response.get("LastModified"))
+
+
 def clean_etag(value: Any) -> str | None:
     """ETags arrive with or without surrounding quotes (and events may send anything); we keep them without."""
     if not isinstance(value, str):
@@ -148,13 +156,7 @@ def head(client: "BaseClient", bucket: str, key: str, version_id: str | None = N
         response = client.head_object(**kwargs)
     except _boto_errors() as exc:
         raise _to_storage_error(exc, "HEAD", bucket, key) from None
-    version = response.get("VersionId")
-    return ObjectInfo(
-        size=int(response.get("ContentLength", 0)),
-        etag=clean_etag(response.get("ETag")),
-        version_id=None if version in (None, "null") else version,
-        last_modified=response.get("LastModified"),
-    )
+    return _info(response, int(response.get("ContentLength", 0)))
 
 
 def _too_large(bucket: str, key: str, size: int, max_bytes: int) -> StorageError:
@@ -202,14 +204,7 @@ def _get_object(
                 body.close()
                 if len(data) > max_bytes:
                     raise _too_large(bucket, key, len(data), max_bytes)
-            version = response.get("VersionId")
-            info = ObjectInfo(
-                size=len(data),
-                etag=clean_etag(response.get("ETag")),
-                version_id=None if version in (None, "null") else version,
-                last_modified=response.get("LastModified"),
-            )
-            return data, info
+            return data, _info(response, len(data))
         except streaming as exc:
             if attempt + 1 < attempts:
                 continue
@@ -324,14 +319,7 @@ def fetch_stream(
                         raise _StreamCut(exc) from None
 
             result = consume(read, int(length))
-            version = response.get("VersionId")
-            info = ObjectInfo(
-                size=int(length),
-                etag=clean_etag(response.get("ETag")),
-                version_id=None if version in (None, "null") else version,
-                last_modified=response.get("LastModified"),
-            )
-            return result, info
+            return result, _info(response, int(length))
         except _StreamCut as cut:
             if attempt + 1 < attempts:
                 continue
