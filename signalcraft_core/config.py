@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 from signalcraft_core.errors import ConfigError
@@ -71,7 +72,7 @@ class Settings:
             sweep_bucket=env.get("SWEEP_BUCKET") or None,
             sweep_prefix=env.get("SWEEP_PREFIX", ""),
             sweep_overlap_hours=_number(env, "SWEEP_OVERLAP_HOURS", cls.sweep_overlap_hours, float, 0),
-            level2_engine=_choice(env, "SIGNALCRAFT_LEVEL2_ENGINE", ("auto", "torch")),
+            level2_engine=level2_engine(env),
             log_level=_choice(env, "LOG_LEVEL", LOG_LEVELS, upper=True),
             service_name=env.get("POWERTOOLS_SERVICE_NAME") or cls.service_name,
             metrics_namespace=env.get("POWERTOOLS_METRICS_NAMESPACE") or cls.metrics_namespace,
@@ -83,6 +84,18 @@ class Settings:
             alert_max_age_hours=_number(env, "ALERT_MAX_AGE_HOURS", cls.alert_max_age_hours, float, 0),
             alert_trend_days=_number(env, "ALERT_TREND_DAYS", cls.alert_trend_days, int, 3),
         )
+
+
+def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """SIGNALCRAFT_CACHE_DIR, else a per-user folder in /tmp (another local user cannot pre-create ours
+    unnoticed: the model store refuses a folder it does not own privately)."""
+    env = os.environ if env is None else env
+    return Path(env.get("SIGNALCRAFT_CACHE_DIR") or f"/tmp/signalcraft-models-{os.geteuid()}")
+
+
+def level2_engine(env: Mapping[str, str] | None = None) -> str:
+    """SIGNALCRAFT_LEVEL2_ENGINE: `auto` (numpy for the exported layout) or `torch` (always torch.jit.load)."""
+    return _choice(os.environ if env is None else env, "SIGNALCRAFT_LEVEL2_ENGINE", ("auto", "torch"))
 
 
 def key_pattern(pattern: str | None) -> re.Pattern[str] | None:

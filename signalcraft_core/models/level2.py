@@ -8,13 +8,13 @@ forces torch.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from signalcraft_core.config import level2_engine
 from signalcraft_core.models.level2_numpy import NumpyScoringModule, load_numpy_module
 
 
@@ -26,7 +26,7 @@ class Level2Result:
 
 def load_scoring_module(path: str | Path) -> Any:
     """A NumpyScoringModule when the file is the exported ScoringModule, else the torch.jit module."""
-    if os.environ.get("SIGNALCRAFT_LEVEL2_ENGINE", "auto") != "torch":
+    if level2_engine() != "torch":
         module = load_numpy_module(path)
         if module is not None:
             return module

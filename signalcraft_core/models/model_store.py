@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from signalcraft_core.config import default_cache_dir
 from signalcraft_core.errors import ModelError
 from signalcraft_core.io.keys import KNOWN_MACHINE_TYPES, KeyInfo, parse_key
 from signalcraft_core.logs import one_line
@@ -31,8 +32,6 @@ from signalcraft_core.models.model_set import ModelSet, load_model_set
 
 DEFAULT_MODEL_ROOT = Path(__file__).resolve().parents[2] / "models"  # the repository's (and the image's) models/
 DEFAULT_SET = "default"
-#: Per user, so another local user cannot pre-create it (one they did is refused, not used).
-DEFAULT_CACHE_DIR = Path(os.environ.get("SIGNALCRAFT_CACHE_DIR") or f"/tmp/signalcraft-models-{os.geteuid()}")
 #: Set names and versions become cache folder names: plain names only, never `..` or a path.
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 #: `<site>/<type>/<id>` is the most specific set a key can select.
@@ -55,10 +54,10 @@ class _Cached:
 class ModelStore:
     """Resolve and cache model sets; safe to share between threads of one process."""
 
-    def __init__(self, uri: str | Path | None = None, cache_dir: str | Path = DEFAULT_CACHE_DIR,
+    def __init__(self, uri: str | Path | None = None, cache_dir: str | Path | None = None,
                  check_interval_s: float = 300.0, client: Any = None, key_pattern: str | None = None) -> None:
         self.uri = str(uri) if uri else str(DEFAULT_MODEL_ROOT)
-        self.cache_dir = Path(cache_dir)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.check_interval_s = check_interval_s
         self.key_pattern = _compile_pattern(key_pattern)
         self._client = client
