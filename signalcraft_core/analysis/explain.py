@@ -96,7 +96,7 @@ def _n(value: float | None, spec: str = ".1f") -> str:
 
 
 def _score_line(r: ClipScore) -> str:
-    level1 = f"level 1 {_n(r.level1_score)}" + (f" (forest {_n(r.iforest_score)})" if r.iforest_score is not None else "")
+    level1 = f"level 1 {_n(r.level1_score)}" + (f" (forest {_n(r.iforest_calibrated)})" if r.iforest_calibrated is not None else "")
     level2 = f"level 2 {_n(r.level2_score)}" + (f" (MSE {_n(r.level2_mse, '.4g')})" if r.level2_mse is not None else "")
     return f"score {_n(r.score)}: {level1}, {level2}"
 

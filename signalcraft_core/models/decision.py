@@ -43,7 +43,7 @@ class Decision:
     level1: np.ndarray           # (n,) Level-1 score, 0-100
     level2: np.ndarray           # (n,) Level-2 calibrated score, 0-100
     iforest_raw: np.ndarray      # (n,) raw forest score (higher = more anomalous)
-    iforest_score: np.ndarray    # (n,) calibrated forest score, 0-100
+    iforest_calibrated: np.ndarray    # (n,) calibrated forest score, 0-100
     level2_mse: np.ndarray       # (n,) reconstruction error
     band_errors: list[tuple[float, ...]]
     hits: list[list[RuleHit]]
@@ -124,7 +124,7 @@ def decide(model_set: Any, inputs: ClipInputs, preference: str | None = None) ->
         final = np.fmax(hybrid, level1_scores(None, sensor))
     else:
         final = np.array([combine(_opt(a), _opt(b), preference) for a, b in zip(level1, level2)], dtype=np.float64)
-    return Decision(final=final, level1=level1, level2=level2, iforest_raw=if_raw, iforest_score=if_score,
+    return Decision(final=final, level1=level1, level2=level2, iforest_raw=if_raw, iforest_calibrated=if_score,
                     level2_mse=level2_mse, band_errors=bands, hits=hits, hybrid=hybrid)
 
 

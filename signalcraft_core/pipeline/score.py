@@ -1,4 +1,4 @@
-"""The scoring pipe: decoded clips in, one ClipScore per clip out (a grade or an error), batched.
+"""Scoring: decoded clips in, one ClipScore per clip out (a grade or an error), batched.
 
 Every front door (CLI, upload handler, sweep, Distributed Map batch) calls `score_payloads`,
 `score_decoded` or `score_audio`; the per-event path is the batch path with a batch of one.
@@ -52,7 +52,7 @@ class ClipScore:
     level1_rules: tuple[str, ...] = ()
     rule_messages: tuple[str, ...] = ()
     iforest_raw: float | None = None
-    iforest_score: float | None = None
+    iforest_calibrated: float | None = None  # 0-100; the record's iforest_score column is the raw score
     level2_mse: float | None = None
     level2_score: float | None = None
     band_errors: tuple[float, ...] = ()
@@ -147,7 +147,7 @@ def score_audio(model_set: ModelSet, audios: Sequence[Audio], preference: str | 
                 level1_rules=tuple(h.rule for h in d.hits[i]),
                 rule_messages=tuple(h.message for h in d.hits[i]),
                 iforest_raw=_opt(d.iforest_raw[i]),
-                iforest_score=_opt(d.iforest_score[i]),
+                iforest_calibrated=_opt(d.iforest_calibrated[i]),
                 level2_mse=_opt(d.level2_mse[i]),
                 level2_score=_opt(d.level2[i]),
                 band_errors=d.band_errors[i],
