@@ -199,3 +199,37 @@ def test_the_sweep_state_advances_only_when_a_sweep_completes(fleet):
     assert result["complete"] and len(states) == 1
     state = io.BytesIO(s3.get_object(Bucket=grades, Key=states[0])["Body"].read()).read()
     assert result["watermark"].encode() in state.replace(b" ", b"")
+
+
+class _ShortContext:
+    """A Lambda context whose deadline is always near."""
+
+    aws_request_id = "deadline-test"
+    function_name = "SweepBatchFunction"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 1_000
+
+
+def test_a_map_batch_near_its_deadline_stops_and_its_retry_carries_on(fleet, monkeypatch):
+    from signalcraft_core.pipeline.serverless import BatchDeadline
+
+    s3, recordings, grades = fleet
+    monkeypatch.setenv("BATCH_SIZE", "2")
+    runtime.reset()
+    items = []
+    for n in range(5):
+        key = f"site-a/pump/id_00/{n:08d}.wav"
+        s3.put_object(Bucket=recordings, Key=key, Body=clip(n))
+        info = s3.head_object(Bucket=recordings, Key=key)
+        items.append({"Key": key, "ETag": info["ETag"], "Size": info["ContentLength"],
+                      "LastModified": info["LastModified"].isoformat()})
+    batch = {"Items": items, "BatchInput": {"bucket": recordings, "mode": "incremental"}}
+    graded = []
+    for _attempt in range(2):
+        with pytest.raises(BatchDeadline, match="before the deadline"):
+            sweep_batch.handler(batch, _ShortContext())
+        graded.append(read_grades(f"s3://{grades}/grades/", s3).num_rows)
+    assert graded == [2, 4]  # each attempt grades one chunk and leaves the rest to the retry
+    assert sweep_batch.handler(batch, _ShortContext())["records"] == 1  # the last chunk: done
+    assert read_grades(f"s3://{grades}/grades/", s3, dedupe=False).num_rows == 5

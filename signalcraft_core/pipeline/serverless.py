@@ -197,6 +197,11 @@ class _RawRecord:
         self.raw_event = raw
 
 
+class BatchDeadline(RuntimeError):
+    """A Map batch stopped before the function's deadline; the state machine retries it (Retry on
+    "BatchDeadline") and the incremental retry skips what this attempt already wrote."""
+
+
 class _Index:
     """Per-run view of what is graded already: one read of each LastModified day's grade partitions."""
 
@@ -246,9 +251,20 @@ def grade_map_batch(event: dict[str, Any], context: Any = None) -> dict[str, Any
         refs = [ref for ref in refs if is_candidate(_utc_or_none(ref.event_time), ref.key, state,
                                                     runtime.config.sweep_overlap_hours, retry)
                 and not index.done(ref)]
-    records = _grade(refs, runtime)
-    written = sink.write(records) if records else []
-    _alert_critical(records, runtime, sink)
+    records: list = []
+    written: list[str] = []
+    size = runtime.config.batch_size
+    for start in range(0, len(refs), size):
+        chunk = _grade(refs[start:start + size], runtime)
+        written += sink.write(chunk) if chunk else []
+        _alert_critical(chunk, runtime, sink)
+        records += chunk
+        left = len(refs) - start - size
+        if left > 0 and context is not None and context.get_remaining_time_in_millis() < DEADLINE_MARGIN_MS:
+            if mode == "incremental":  # what is written is skipped by the retry: it carries on from here
+                raise BatchDeadline(f"{len(records)} of {len(refs)} items graded before the deadline; "
+                                    f"the retry grades the other {left}")
+            log.warning("deadline near; a backfill batch carries on", extra={"left": left})
     return {**summarise(records), "mode": mode, "skipped": len(batch.refs) - len(refs), "written": written}
 
 
