@@ -196,7 +196,8 @@ def test_state_machine_is_a_distributed_map_over_an_s3_listing(asl: dict) -> Non
     assert set(sweep["ItemReader"]["Parameters"]) == {"Bucket.$", "Prefix.$"}
     batcher = sweep["ItemBatcher"]
     assert "MaxItemsPerBatch" in batcher or "MaxItemsPerBatchPath" in batcher
-    assert batcher["BatchInput"] == {"bucket.$": "$.bucket", "date.$": "$.date", "mode.$": "$.mode"}
+    assert batcher["BatchInput"] == {"bucket.$": "$.bucket", "prefix.$": "$.prefix", "date.$": "$.date",
+                                     "mode.$": "$.mode"}
     assert "ToleratedFailurePercentage" in sweep
 
 
@@ -212,7 +213,8 @@ def test_children_invoke_the_batch_function_and_the_day_is_compacted(asl: dict) 
     assert all(r["BackoffRate"] > 1 for r in batch["Retry"] if r["ErrorEquals"] != ["BatchDeadline"])
     assert "BatchDeadline" in retried
     compact = by_function["${FleetSweepFunctionArn}"]
-    assert compact["Parameters"]["Payload"] == {"action": "compact", "date.$": "$.date", "mode.$": "$.mode"}
+    assert compact["Parameters"]["Payload"] == {"action": "compact", "bucket.$": "$.bucket", "prefix.$": "$.prefix",
+                                                "date.$": "$.date", "mode.$": "$.mode"}
 
 
 def test_every_placeholder_has_a_definition_substitution(resources: dict, asl_text: str) -> None:

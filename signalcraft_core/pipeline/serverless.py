@@ -347,11 +347,12 @@ def run_sweep(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
 def _compact_step(event: dict[str, Any], runtime: Any, sink: Any) -> dict[str, Any]:
     """The state machine's last step: compact, then (incremental) advance the sweep state of SWEEP_BUCKET."""
     now = dt.datetime.now(dt.timezone.utc)
-    if event.get("date"):
-        return {"action": "compact", "date": event["date"], **asdict(sink.compact(event["date"]))}
     since = now - dt.timedelta(hours=COMPACT_LOOKBACK_HOURS)
-    partitions = sink.recent_partitions(since)
+    # the partitions the Map batches and the day's writers touched, plus the named day's if any
+    partitions = sink.recent_partitions(since) | (sink.day_partitions(event["date"]) if event.get("date") else set())
     result = {"action": "compact", "since": since.isoformat(), **asdict(sink.compact(partitions=partitions))}
+    if event.get("date"):
+        result["date"] = event["date"]
     bucket, prefix = event.get("bucket") or runtime.config.sweep_bucket, event.get("prefix", runtime.config.sweep_prefix)
     if check_mode(event.get("mode")) == "incremental" and bucket:
         # the Map batches wrote their transient errors into these partitions: they become the retry list
