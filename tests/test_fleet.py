@@ -233,3 +233,20 @@ def test_a_map_batch_near_its_deadline_stops_and_its_retry_carries_on(fleet, mon
     assert graded == [2, 4]  # each attempt grades one chunk and leaves the rest to the retry
     assert sweep_batch.handler(batch, _ShortContext())["records"] == 1  # the last chunk: done
     assert read_grades(f"s3://{grades}/grades/", s3, dedupe=False).num_rows == 5
+
+
+def test_the_state_machine_compaction_step_advances_the_sweep_state(fleet):
+    """Map batches grade, then {"action": "compact", bucket, prefix, date, mode}: the next night's window moves on."""
+    s3, recordings, grades = fleet
+    key = "site-a/pump/id_00/00000001.wav"
+    s3.put_object(Bucket=recordings, Key=key, Body=clip(1))
+    info = s3.head_object(Bucket=recordings, Key=key)
+    item = {"Key": key, "ETag": info["ETag"], "Size": info["ContentLength"], "LastModified": info["LastModified"].isoformat()}
+    sweep_batch.handler({"Items": [item], "BatchInput": {"bucket": recordings, "prefix": "site-a/", "mode": "incremental"}})
+    step = fleet_sweep.handler({"action": "compact", "bucket": recordings, "prefix": "site-a/", "date": "2024-01-01",
+                                "mode": "incremental"})
+    assert "watermark" in step
+    from signalcraft_core.pipeline.sweep import load_state
+
+    state = load_state(s3, grades, recordings, "site-a/")
+    assert state.watermark is not None and state.watermark.isoformat() == step["watermark"] and state.retry == []
