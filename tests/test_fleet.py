@@ -173,15 +173,21 @@ def test_compaction_racing_a_rerun_in_threads_loses_no_good_record(tmp_path):
         assert all(rows[f"pump/{i}.wav"] == "ok" for i in range(4)), (trial, rows)
 
 
-def test_map_batches_skip_what_is_graded_and_backfill_does_not(fleet):
-    s3, recordings, grades = fleet
+def _uploaded_items(s3, recordings: str, n: int) -> list[dict]:
+    """n recordings uploaded, as the Map's ItemReader (ListObjectsV2) lists them."""
     items = []
-    for n in range(3):
-        key = f"site-a/pump/id_00/{n:08d}.wav"
-        s3.put_object(Bucket=recordings, Key=key, Body=clip(n))
+    for i in range(n):
+        key = f"site-a/pump/id_00/{i:08d}.wav"
+        s3.put_object(Bucket=recordings, Key=key, Body=clip(i))
         info = s3.head_object(Bucket=recordings, Key=key)
         items.append({"Key": key, "ETag": info["ETag"], "Size": info["ContentLength"],
                       "LastModified": info["LastModified"].isoformat()})
+    return items
+
+
+def test_map_batches_skip_what_is_graded_and_backfill_does_not(fleet):
+    s3, recordings, grades = fleet
+    items = _uploaded_items(s3, recordings, 3)
     batch = {"Items": items, "BatchInput": {"bucket": recordings, "mode": "incremental"}}
     assert sweep_batch.handler(batch)["records"] == 3
     assert sweep_batch.handler(batch)["records"] == 0  # redelivered / next night: nothing new
@@ -217,13 +223,7 @@ def test_a_map_batch_near_its_deadline_stops_and_its_retry_carries_on(fleet, mon
     s3, recordings, grades = fleet
     monkeypatch.setenv("BATCH_SIZE", "2")
     runtime.reset()
-    items = []
-    for n in range(5):
-        key = f"site-a/pump/id_00/{n:08d}.wav"
-        s3.put_object(Bucket=recordings, Key=key, Body=clip(n))
-        info = s3.head_object(Bucket=recordings, Key=key)
-        items.append({"Key": key, "ETag": info["ETag"], "Size": info["ContentLength"],
-                      "LastModified": info["LastModified"].isoformat()})
+    items = _uploaded_items(s3, recordings, 5)
     batch = {"Items": items, "BatchInput": {"bucket": recordings, "mode": "incremental"}}
     graded = []
     for _attempt in range(2):
