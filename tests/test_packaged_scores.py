@@ -28,7 +28,7 @@ def test_packaged_models_score_real_recordings_as_pinned(shared_data: Path) -> N
         for clip, expected in clips.items():
             got = measured[name][clip]
             for field, want, have in zip(("status", "grade", "score", "level1_score", "rules", "iforest_raw",
-                                          "iforest_score", "level2_mse", "level2_score"), expected, got):
+                                          "iforest_calibrated", "level2_mse", "level2_score"), expected, got):
                 if isinstance(want, float):
                     assert have == pytest.approx(want, rel=1e-6, abs=1e-9), (name, clip, field)
                 else:

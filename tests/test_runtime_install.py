@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FIELDS = ("status", "grade", "score", "level1_score", "level1_rules", "iforest_raw", "iforest_score", "level2_mse",
+FIELDS = ("status", "grade", "score", "level1_score", "level1_rules", "iforest_raw", "iforest_calibrated", "level2_mse",
           "level2_score")
 TRAINING_AND_TOOLS = ("torch", "sklearn", "click", "matplotlib", "librosa", "moto", "yaml")
 #: The folders infra/Dockerfile deletes from the image after `pip install` (keep the two in step).

@@ -6,7 +6,7 @@ from pathlib import Path
 
 #: Every STRIDE-th recording (sorted by path) of ../shared/data: all sets and both labels, a few seconds.
 STRIDE = 7
-FIELDS = ("status", "grade", "score", "level1_score", "level1_rules", "iforest_raw", "iforest_score", "level2_mse", "level2_score")
+FIELDS = ("status", "grade", "score", "level1_score", "level1_rules", "iforest_raw", "iforest_calibrated", "level2_mse", "level2_score")
 
 
 def sample_files(data: Path) -> list[Path]:
