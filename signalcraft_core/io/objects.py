@@ -223,29 +223,16 @@ def fetch_bytes(
     known_size: int | None = None,
     version_id: str | None = None,
 ) -> bytes:
-    """Download one recording, refusing anything over `max_bytes` BEFORE downloading it.
+    """Download one object whole, refusing anything over `max_bytes` BEFORE downloading it.
 
-    The size comes from `known_size` (e.g. the upload event) or a HEAD. Errors: TOO_LARGE, NOT_FOUND,
-    or STORAGE_ERROR once botocore's own retries are spent.
+    The size comes from `known_size` (e.g. a listing) or a HEAD. Errors: TOO_LARGE, NOT_FOUND, or
+    STORAGE_ERROR once botocore's own retries are spent. Recordings are graded through
+    `fetch_stream` instead (decoded while they arrive); this is for training's downloads.
     """
-    return fetch_object(client, ref_bucket, key, max_bytes=max_bytes, known_size=known_size,
-                        version_id=version_id)[0]
-
-
-def fetch_object(
-    client: "BaseClient",
-    ref_bucket: str,
-    key: str,
-    *,
-    max_bytes: int,
-    known_size: int | None = None,
-    version_id: str | None = None,
-) -> tuple[bytes, ObjectInfo]:
-    """Like `fetch_bytes`, plus the size / ETag / version id of the bytes actually downloaded."""
     size = known_size if known_size is not None else head(client, ref_bucket, key, version_id).size
     if size > max_bytes:
         raise _too_large(ref_bucket, key, size, max_bytes)
-    return _get_object(client, ref_bucket, key, version_id, max_bytes)
+    return _get_object(client, ref_bucket, key, version_id, max_bytes)[0]
 
 
 class _StreamCut(StorageError):
