@@ -72,11 +72,11 @@ def _reference(paths: list[Path]) -> dict:
 
 
 def _breakdown(paths: list[Path], batch: int) -> dict:
-    """CPU seconds per stage, all on this thread with one FFT worker, so each stage's time is its own."""
+    """CPU seconds per stage, all on this thread (numpy's FFT is single-threaded), so each stage's time is its own."""
     import numpy as np
 
     from signalcraft_core.dsp.descriptors import HOP_LENGTH, N_FFT, descriptors_from_spectrum
-    from signalcraft_core.dsp.features import features_from_spectrum, single_threaded_fft, spectral_pass
+    from signalcraft_core.dsp.features import features_from_spectrum, spectral_pass
     from signalcraft_core.dsp.signal_stats import signal_stats_batch
     from signalcraft_core.io.audio import decode_wav
     from signalcraft_core.models.level1 import iforest_raw_score
@@ -94,36 +94,35 @@ def _breakdown(paths: list[Path], batch: int) -> dict:
         stages[name] += now - t
         return now
 
-    with single_threaded_fft():
-        for rep in range(2):   # the first pass warms caches and is not counted
-            if rep == 1:
-                stages = dict.fromkeys(stages, 0.0)
-            for start in range(0, len(paths), batch):
+    for rep in range(2):   # the first pass warms caches and is not counted
+        if rep == 1:
+            stages = dict.fromkeys(stages, 0.0)
+        for start in range(0, len(paths), batch):
+            t = time.thread_time()
+            data = [p.read_bytes() for p in paths[start:start + batch]]
+            t = tick("read", t)
+            audios = [decode_wav(d) for d in data]
+            t = tick("decode", t)
+            by_len: dict[int, list] = {}
+            for a in audios:
+                by_len.setdefault(a.samples.size, []).append(a)
+            for group in by_len.values():
                 t = time.thread_time()
-                data = [p.read_bytes() for p in paths[start:start + batch]]
-                t = tick("read", t)
-                audios = [decode_wav(d) for d in data]
-                t = tick("decode", t)
-                by_len: dict[int, list] = {}
-                for a in audios:
-                    by_len.setdefault(a.samples.size, []).append(a)
-                for group in by_len.values():
-                    t = time.thread_time()
-                    clips = np.stack([a.samples for a in group])
-                    spectrum = spectral_pass(clips, N_FFT, HOP_LENGTH)
-                    t = tick("stft", t)
-                    l2 = features_from_spectrum(spectrum, model_set.profile)
-                    t = tick("log_mel", t)
-                    descriptors_from_spectrum(clips, spectrum, group[0].sample_rate)
-                    t = tick("descriptors", t)
-                    del spectrum
-                    stats = signal_stats_batch(list(clips), group[0].sample_rate)
-                    [model_set.rules.evaluate(s) for s in stats]
-                    t = tick("rules", t)
-                    iforest_raw_score(model_set.level1_pipeline, np.zeros((len(group), 37)))
-                    t = tick("forest", t)
-                    score_level2(model_set.level2_module, l2, model_set.profile.n_mels)
-                    t = tick("autoencoder", t)
+                clips = np.stack([a.samples for a in group])
+                spectrum = spectral_pass(clips, N_FFT, HOP_LENGTH)
+                t = tick("stft", t)
+                l2 = features_from_spectrum(spectrum, model_set.profile)
+                t = tick("log_mel", t)
+                descriptors_from_spectrum(clips, spectrum, group[0].sample_rate)
+                t = tick("descriptors", t)
+                del spectrum
+                stats = signal_stats_batch(list(clips), group[0].sample_rate)
+                [model_set.rules.evaluate(s) for s in stats]
+                t = tick("rules", t)
+                iforest_raw_score(model_set.level1_pipeline, np.zeros((len(group), 37)))
+                t = tick("forest", t)
+                score_level2(model_set.level2_module, l2, model_set.profile.n_mels)
+                t = tick("autoencoder", t)
     # The decision, records and Parquet bytes: the whole pipe minus its featurisation, measured the same way.
     from signalcraft_core.dsp import inputs
 
@@ -144,14 +143,13 @@ def _breakdown(paths: list[Path], batch: int) -> dict:
     score_mod.featurise = counted
     _parquet(model_set, paths[:1], score_audio(model_set, [decode_wav(paths[0].read_bytes())]))  # warm pyarrow
     t_feat = 0.0
-    with single_threaded_fft():
-        for start in range(0, len(paths), batch):
-            chunk = paths[start:start + batch]
-            audios = [decode_wav(p.read_bytes()) for p in chunk]
-            t0 = time.thread_time()
-            results = score_audio(model_set, audios)
-            _parquet(model_set, chunk, results)
-            t_pipe += time.thread_time() - t0
+    for start in range(0, len(paths), batch):
+        chunk = paths[start:start + batch]
+        audios = [decode_wav(p.read_bytes()) for p in chunk]
+        t0 = time.thread_time()
+        results = score_audio(model_set, audios)
+        _parquet(model_set, chunk, results)
+        t_pipe += time.thread_time() - t0
     stages["decision_and_write"] = max(0.0, t_pipe - t_feat - stages["forest"] - stages["autoencoder"])
     return {"stages_cpu_s": stages, "clips": len(paths)}
 

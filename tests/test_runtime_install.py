@@ -1,4 +1,4 @@
-"""`pip install .` is the scoring runtime: no torch, scikit-learn or click, and it grades a real clip
+"""`pip install .` is the scoring runtime: no torch, scikit-learn, scipy or click, and it grades a real clip
 exactly as the development venv's torch / scikit-learn engines do.
 
 A fresh venv gets the project (copied without tests, bench or .git) from the same package index as
@@ -7,7 +7,7 @@ installed size is measured (printed; the README states it), and the packaged mod
 recording through `score_payloads`. The same bytes are graded here, in the main venv, with the
 TorchScript module run by torch and the IsolationForest pipeline by scikit-learn: identical grades
 and rules, scores within 1e-6 relative. The image trim of infra/Dockerfile (the `tests` folders of
-numpy, scipy and pyarrow, pyarrow's C++ headers) is applied too, so the trimmed runtime is what grades.
+numpy and pyarrow, pyarrow's C++ headers) is applied too, so the trimmed runtime is what grades.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 FIELDS = ("status", "grade", "score", "level1_score", "level1_rules", "iforest_raw", "iforest_calibrated", "level2_mse",
           "level2_score")
-TRAINING_AND_TOOLS = ("torch", "sklearn", "click", "matplotlib", "librosa", "moto", "yaml")
+TRAINING_AND_TOOLS = ("torch", "sklearn", "scipy", "click", "matplotlib", "librosa", "moto", "yaml")
 #: The folders infra/Dockerfile deletes from the image after `pip install` (keep the two in step).
-IMAGE_TRIM = ("numpy/**/tests", "scipy/**/tests", "pyarrow/tests", "pyarrow/include")
+IMAGE_TRIM = ("numpy/**/tests", "pyarrow/tests", "pyarrow/include")
 
 CHILD = r"""
 import importlib.util, json, sys

@@ -31,7 +31,6 @@ from signalcraft_core.dsp.features import (
     clip_features,
     features_from_spectrum,
     iter_equal_length_batches,
-    single_threaded_fft,
     spectral_pass,
 )
 from signalcraft_core.dsp.signal_stats import (
@@ -62,7 +61,7 @@ def default_threads() -> int:
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
-    """One pool per size per process (numpy and pocketfft release the GIL, so threads share the cores)."""
+    """One pool per size per process (numpy releases the GIL in its FFTs and array loops, so threads share the cores)."""
     with _pools_lock:
         if threads not in _pools:
             _pools[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="signalcraft-dsp")
@@ -132,10 +131,11 @@ def featurise(signals: Sequence[np.ndarray], profile: FeatureConfig, sample_rate
     """The inputs of every clip, computed by `threads` threads (default: `default_threads()`).
 
     When both levels are wanted and the profile's frames are the descriptors' (n_fft 2048, hop 512:
-    `default` and `seed`), one float32 STFT per group of clips serves both, with the same numbers as
-    two separate passes. The work is split into groups of equal-length clips, spectral groups and
-    rule groups, each capped at MAX_WORKING_BYTES / threads, and run on a small thread pool with one
-    FFT worker per thread: at most `threads` groups are in flight, so memory stays bounded.
+    `default` and `seed`), one STFT per group of clips serves both, with the same numbers as two
+    separate passes. The work is split into groups of equal-length clips, spectral groups and rule
+    groups, each capped at MAX_WORKING_BYTES / threads, and run on a small thread pool (numpy's FFT is
+    single-threaded, so the pool is what uses the cores): at most `threads` groups are in flight, so
+    memory stays bounded.
     """
     threads = default_threads() if threads is None else max(1, int(threads))
     n = len(signals)
@@ -156,7 +156,7 @@ def featurise(signals: Sequence[np.ndarray], profile: FeatureConfig, sample_rate
     if threads == 1 or len(tasks) <= 1:
         results = [fn() for _, _, fn in tasks]
     else:
-        futures = [_pool(threads).submit(_single_fft_worker, fn) for _, _, fn in tasks]
+        futures = [_pool(threads).submit(fn) for _, _, fn in tasks]
         results = [f.result() for f in futures]
     l2 = np.empty((n, profile.dim), dtype=np.float32) if level2 else None
     l1 = np.empty((n, len(LEVEL1_FEATURE_NAMES)), dtype=np.float64) if level1 else None
@@ -174,6 +174,3 @@ def featurise(signals: Sequence[np.ndarray], profile: FeatureConfig, sample_rate
     return ClipInputs(level2=l2, level1=l1, stats=stats)
 
 
-def _single_fft_worker(fn: Callable[[], Any]) -> Any:
-    with single_threaded_fft():
-        return fn()

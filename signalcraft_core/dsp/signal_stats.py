@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from signalcraft_core.dsp.features import fft_workers
 from signalcraft_core.errors import AudioError, ErrorCode
 
 BANDS_HZ: tuple[tuple[float, float], ...] = ((0, 250), (250, 1000), (1000, 2000), (2000, 4000), (4000, 8000))
@@ -52,38 +51,40 @@ def _db_power(power: float) -> float:
     return max(FLOOR_DB, 10.0 * math.log10(power)) if power > 0 else FLOOR_DB
 
 
-def _runs_at_least(mask: np.ndarray, n: int) -> np.ndarray:
-    """Marks the samples of `mask` that belong to runs of at least `n` consecutive True values."""
-    edges = np.diff(np.concatenate(([0], mask.view(np.int8), [0])).astype(np.int8))
-    starts = np.flatnonzero(edges == 1)
-    ends = np.flatnonzero(edges == -1)
-    keep = (ends - starts) >= n
-    delta = np.zeros(mask.size + 1, dtype=np.int64)
-    np.add.at(delta, starts[keep], 1)
-    np.add.at(delta, ends[keep], -1)
-    return np.cumsum(delta[:-1]) > 0
+def _in_long_runs(positions: np.ndarray, n: int) -> np.ndarray:
+    """The sorted sample `positions` that lie in runs of at least `n` consecutive positions."""
+    if positions.size < n:
+        return positions[:0]
+    breaks = np.flatnonzero(np.diff(positions) != 1) + 1
+    starts = np.concatenate(([0], breaks))
+    lengths = np.diff(np.concatenate((starts, [positions.size])))
+    return positions[np.repeat(lengths >= n, lengths)]
 
 
 def _clip_fraction(x: np.ndarray) -> float:
-    clipped = np.abs(x) >= CLIP_LEVEL
-    for value in (x.max(), x.min()):
-        if abs(value) >= FLAT_TOP_MIN_PEAK:
-            clipped |= _runs_at_least(x == value, FLAT_TOP_MIN_RUN)
-    return float(np.count_nonzero(clipped)) / x.size
+    """Share of clipped samples: at full scale, or in flat tops at the clip's extremes (see rules.py).
 
-
-def _band_shares(x: np.ndarray, dcs: np.ndarray, sample_rate: int) -> list[tuple[float, ...]]:
-    """Energy share (dB) of each band in BANDS_HZ, DC removed, for each row of (m, samples) float32 clips.
-
-    One float32 rfft of the whole clip (1/L Hz bins: the bands' edges are exact), band sums in float64.
+    The flat tops are looked for among the samples equal to the maximum or minimum only (a handful
+    in a clip that does not clip), not over the whole clip.
     """
-    from scipy.fft import rfft
+    clipped = np.abs(x) >= CLIP_LEVEL
+    count = int(np.count_nonzero(clipped))
+    extra: list[np.ndarray] = []
+    for value in (x.max(), x.min()):
+        if abs(value) >= FLAT_TOP_MIN_PEAK and abs(value) < CLIP_LEVEL:   # at full scale: counted above
+            extra.append(_in_long_runs(np.flatnonzero(x == value), FLAT_TOP_MIN_RUN))
+    if extra:
+        count += np.unique(np.concatenate(extra)).size
+    return float(count) / x.size
 
-    spec = rfft(x - dcs.astype(np.float32)[:, None], axis=-1, workers=fft_workers())
-    power = spec.real * spec.real
-    power += spec.imag * spec.imag
-    del spec
-    freqs = np.fft.rfftfreq(x.shape[-1], d=1.0 / sample_rate)
+
+def _band_shares(power: np.ndarray, sample_rate: int, length: int) -> list[tuple[float, ...]]:
+    """Energy share (dB) of each band in BANDS_HZ for each row of a (m, 1 + length // 2) power spectrum.
+
+    The spectrum is the clip's own length-L rfft (1/L Hz bins: the bands' edges are exact), DC already
+    removed; band sums in float64.
+    """
+    freqs = np.fft.rfftfreq(length, d=1.0 / sample_rate)
     total = power.sum(axis=-1, dtype=np.float64)
     bands = []
     for i, (lo, hi) in enumerate(BANDS_HZ):
@@ -91,11 +92,10 @@ def _band_shares(x: np.ndarray, dcs: np.ndarray, sample_rate: int) -> list[tuple
         stop = int(np.searchsorted(freqs, hi, side="right" if i == len(BANDS_HZ) - 1 else "left"))
         bands.append(power[:, start:stop].sum(axis=-1, dtype=np.float64))
     return [tuple(_db_power(float(band[r]) / float(total[r])) if total[r] > 0 else FLOOR_DB for band in bands)
-            for r in range(x.shape[0])]
+            for r in range(power.shape[0])]
 
 
 _FILTER_ORDER = 4
-_TAIL_TOLERANCE = 1e-13   # the FFT filter keeps the impulse response until it decays below this
 
 
 def _butter_zpk(order: int, band_hz: float | tuple[float, float], btype: str,
@@ -124,112 +124,106 @@ def _butter_zpk(order: int, band_hz: float | tuple[float, float], btype: str,
 
 
 @functools.lru_cache(maxsize=8)
-def _filter_response(band_hz: float | tuple[float, float], btype: str, sample_rate: int,
-                     length: int) -> tuple[int, np.ndarray]:
-    """(FFT size, frequency response on its rfft grid) of the envelope band filter, cached per clip length."""
-    from scipy.fft import next_fast_len
+def _band_filter(sample_rate: int, length: int) -> np.ndarray | None:
+    """The envelope band filter on the rfft grid of a length-L clip (read-only), or None for no filter.
 
-    z, p, k = _butter_zpk(_FILTER_ORDER, band_hz, btype, sample_rate)
-    radius = float(np.max(np.abs(p)))
-    tail = int(math.ceil(math.log(_TAIL_TOLERANCE) / math.log(radius))) if 0 < radius < 1 else length
-    n = next_fast_len(length + min(tail, 8 * length), real=True)
-    e = np.exp(1j * np.pi * np.arange(n // 2 + 1) / (n / 2.0))   # e^{jw} on the rfft grid
+    The Butterworth band-pass of ENVELOPE_BAND_HZ (a high-pass when the band reaches Nyquist; none when
+    even its low edge does), evaluated at the clip's own bins, i.e. applied circularly: its impulse
+    response dies out within a few milliseconds, so only the first milliseconds of the envelope hear
+    the clip's end (the envelope spectrum moves by less than 0.001 dB on the shared recordings).
+    """
+    nyquist = sample_rate / 2.0
+    lo, hi = ENVELOPE_BAND_HZ
+    if lo >= 0.95 * nyquist:
+        return None
+    band, btype = ((lo, hi), "bandpass") if hi < 0.95 * nyquist else (lo, "highpass")
+    z, p, k = _butter_zpk(_FILTER_ORDER, band, btype, sample_rate)
+    e = np.exp(2j * np.pi * np.arange(length // 2 + 1) / length)   # e^{jw} on the rfft grid
     h = np.full(e.shape, k, dtype=np.complex128)
     for zi, pi in zip(z, p):   # as many zeros as poles (bilinear_zpk adds them at z = -1)
         h *= (e - zi) / (e - pi)
-    h = h.astype(np.complex64)
-    h.setflags(write=False)
-    return n, h
+    out = h.astype(np.complex64)
+    out.setflags(write=False)
+    return out
 
 
-def _iir_filter(x: np.ndarray, band_hz: float | tuple[float, float], btype: str, sample_rate: int) -> np.ndarray:
-    """Causal Butterworth filtering of each row with zero initial state (as sosfilt), by FFT to negligible tail error."""
-    from scipy.fft import irfft, rfft
+def _envelope(spectrum: np.ndarray, length: int, sample_rate: int) -> np.ndarray:
+    """|y + j H{y}| of the band-filtered clips y, from their length-L rfft: (m, L) float32.
 
-    length = x.shape[-1]
-    n, h = _filter_response(band_hz, btype, sample_rate, length)
-    return irfft(rfft(x, n, axis=-1, workers=fft_workers()) * h, n, axis=-1, workers=fft_workers())[..., :length]
-
-
-@functools.lru_cache(maxsize=8)
-def _hilbert_weights(n: int) -> np.ndarray:
-    """-j on the positive frequencies of an n-point rfft grid, 0 at DC (and Nyquist): the Hilbert transform."""
-    w = np.full(n // 2 + 1, -1j, dtype=np.complex64)
-    w[0] = 0.0
-    if n % 2 == 0:
-        w[-1] = 0.0
-    w.setflags(write=False)
-    return w
-
-
-def _hilbert_envelope(y: np.ndarray) -> np.ndarray:
-    """|analytic signal| of each row, as np.abs(scipy.signal.hilbert(y, N=next_fast_len(n)))[..., :n].
-
-    The analytic signal is y + j H{y}; H{y} is real, so two real FFTs do instead of two complex ones.
+    Two inverse real FFTs of the filtered spectrum: y itself, and its Hilbert transform (-j on the
+    positive frequencies, DC and Nyquist dropped), as scipy.signal.hilbert on the L-point circle. The
+    scipy recipe this replaces filtered and transformed separately (four FFTs besides the band shares').
     """
-    from scipy.fft import irfft, next_fast_len, rfft
-
-    length = y.shape[-1]
-    n = next_fast_len(length)
-    quadrature = irfft(rfft(y, n, axis=-1, workers=fft_workers()) * _hilbert_weights(n), n, axis=-1, workers=fft_workers())[..., :length]
+    h = _band_filter(sample_rate, length)
+    filtered = np.multiply(spectrum, 1.0 if h is None else h, dtype=np.complex64)   # float32 envelope: 1e-4 dB
+    y = np.fft.irfft(filtered, length, axis=-1)
+    filtered *= -1j
+    filtered[:, 0] = 0.0
+    if length % 2 == 0:
+        filtered[:, -1] = 0.0
+    quadrature = np.fft.irfft(filtered, length, axis=-1)
     quadrature *= quadrature
-    quadrature += y * y
-    return np.sqrt(quadrature, out=quadrature)
+    y *= y
+    y += quadrature
+    return np.sqrt(y, out=y)
 
 
-def _welch(x: np.ndarray, sample_rate: int, nperseg: int) -> np.ndarray:
-    """The PSD of scipy.signal.welch(x, fs, window="hann", nperseg, detrend="linear") of each row (density, mean)."""
-    from scipy.fft import rfft
+@functools.lru_cache(maxsize=4)
+def _welch_design(nperseg: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Hann window, centred detrend ramp, and the rfft of window and of window * ramp (read-only).
 
+    Welch detrends each segment linearly (mean and slope) before windowing; the FFT is linear, so the
+    detrended spectrum is rfft(w * s) - mean * rfft(w) - slope * rfft(w * ramp), with no detrended copy.
+    """
+    window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(nperseg) / nperseg)
+    t = np.arange(1, nperseg + 1, dtype=np.float64) / nperseg      # scipy's detrend design [t, 1]
+    ramp = t - t.mean()
+    parts = (window, ramp, np.fft.rfft(window), np.fft.rfft(window * ramp))
+    for part in parts:
+        part.setflags(write=False)
+    return parts
+
+
+def _welch_band(x: np.ndarray, sample_rate: int, nperseg: int, sel: np.ndarray) -> np.ndarray:
+    """The PSD of scipy.signal.welch(x, fs, window="hann", nperseg, detrend="linear") at the bins `sel`.
+
+    One row (one clip) at a time, so the segment temporaries stay a few MiB (in cache, no page faults).
+    """
     noverlap = nperseg // 2
     step = nperseg - noverlap
     count = (x.shape[-1] - noverlap) // step
-    segments = np.lib.stride_tricks.sliding_window_view(x, nperseg, axis=-1)[..., ::step, :][..., :count, :]
-    t = np.arange(1, nperseg + 1, dtype=np.float64) / nperseg      # scipy's detrend design [t, 1]
-    tc = (t - t.mean()).astype(x.dtype)
-    means = segments.mean(axis=-1, keepdims=True)
-    slope = (segments @ tc) / (tc @ tc) if nperseg > 1 else np.zeros(segments.shape[:-1])
-    detrended = segments - means
-    detrended -= slope[..., None] * tc
-    window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(nperseg) / nperseg)
+    window, ramp, w_spec, wr_spec = _welch_design(nperseg)
     scale = 1.0 / (sample_rate * float((window * window).sum()))
-    detrended *= window.astype(x.dtype)
-    spec = rfft(detrended, nperseg, axis=-1, workers=fft_workers())
-    del detrended
-    psd = spec.real * spec.real
-    psd += spec.imag * spec.imag
-    psd *= scale
-    if nperseg % 2:
-        psd[..., 1:] *= 2.0
-    else:
-        psd[..., 1:-1] *= 2.0
-    return psd.mean(axis=-2)
+    bins = np.flatnonzero(sel)
+    doubled = np.where((bins > 0) & ((bins < nperseg // 2) | (nperseg % 2 == 1)), 2.0, 1.0)
+    out = np.empty((x.shape[0], bins.size))
+    for row, signal in enumerate(x):
+        segments = np.lib.stride_tricks.sliding_window_view(signal, nperseg)[::step][:count]
+        means = segments.mean(axis=-1)
+        slopes = (segments @ ramp) / (ramp @ ramp) if nperseg > 1 else np.zeros(count)
+        spec = np.fft.rfft(segments * window, axis=-1)[:, bins]
+        spec -= means[:, None] * w_spec[bins]
+        spec -= slopes[:, None] * wr_spec[bins]
+        psd = spec.real * spec.real + spec.imag * spec.imag
+        out[row] = psd.mean(axis=0) * scale * doubled
+    return out
 
 
-def _envelope_peak(x: np.ndarray, sample_rate: int) -> list[tuple[float, float]]:
+def _envelope_peak(spectrum: np.ndarray, length: int, sample_rate: int) -> list[tuple[float, float]]:
     """Strongest envelope-spectrum line in 5-500 Hz above the median of that range (dB, Hz), per row.
 
-    Butterworth band-pass (high-pass at 16 kHz), |Hilbert| envelope and Welch spectrum are the
-    scipy.signal recipes written out with scipy.fft (importing scipy.signal costs ~1 s of a cold
-    start) and run on all rows of (m, samples) at once.
+    Butterworth band-pass (high-pass at 16 kHz), |Hilbert| envelope and Welch spectrum with 1 Hz
+    resolution (segments of one second): the scipy.signal recipe, written with numpy's FFT on the
+    clip's rfft (`spectrum`, shared with the band shares) so the runtime needs no scipy.
     """
-    length = x.shape[-1]
     nperseg = min(length, int(sample_rate))   # 1 Hz resolution when the clip is long enough
     freqs = np.fft.rfftfreq(nperseg, 1.0 / sample_rate)
     sel = (freqs >= ENVELOPE_SEARCH_HZ[0]) & (freqs <= ENVELOPE_SEARCH_HZ[1])
     if np.count_nonzero(sel) < 3:   # too short for an envelope spectrum
-        return [(0.0, 0.0)] * x.shape[0]
-    nyquist = sample_rate / 2.0
-    lo, hi = ENVELOPE_BAND_HZ
-    if hi < 0.95 * nyquist:
-        y = _iir_filter(x, (lo, hi), "bandpass", sample_rate)
-    elif lo < 0.95 * nyquist:
-        y = _iir_filter(x, lo, "highpass", sample_rate)
-    else:
-        y = x
-    psd = _welch(_hilbert_envelope(y), sample_rate, nperseg)
+        return [(0.0, 0.0)] * spectrum.shape[0]
+    psd = _welch_band(_envelope(spectrum, length, sample_rate), sample_rate, nperseg, sel)
     out = []
-    for band in psd[:, sel]:
+    for band in psd:
         i = int(np.argmax(band))
         top = float(band[i])
         if top <= 0:
@@ -278,13 +272,19 @@ def signal_stats_batch(signals: Sequence[np.ndarray], sample_rate: int = 16000) 
         for start in range(0, len(idx), per_group):
             members = idx[start:start + per_group]
             x = np.stack([clips[i] for i in members]).astype(np.float32, copy=False)
-            x64 = x.astype(np.float64)    # the level and DC sums in float64; the spectra in float32
+            x64 = x.astype(np.float64)    # numpy's FFT is fastest in float64, and the sums want it
             mean_square = np.mean(x64 * x64, axis=-1)
             peaks = np.max(np.abs(x), axis=-1).astype(np.float64)
             dcs = x64.mean(axis=-1)
+            spectrum = np.fft.rfft(x64, axis=-1)   # one transform per clip: band shares and envelope
             del x64
-            shares = _band_shares(x, dcs, sample_rate)
-            envelopes = _envelope_peak(x, sample_rate)
+            power = np.square(spectrum.real)
+            power += np.square(spectrum.imag)
+            power[:, 0] = np.square(spectrum[:, 0].real - length * dcs)   # the DC offset removed: bin 0 of x - mean(x)
+            shares = _band_shares(power, sample_rate, length)
+            del power
+            envelopes = _envelope_peak(spectrum, length, sample_rate)
+            del spectrum
             for row, i in enumerate(members):
                 ms, peak = float(mean_square[row]), float(peaks[row])
                 rms = math.sqrt(ms)
