@@ -219,9 +219,10 @@ def hann_window(n_fft: int) -> np.ndarray:
 
 # --- STFT ----------------------------------------------------------------------------------------------
 
-#: Frames per FFT call of `frame_power`: the float64 windowed block and its spectrum (~3 MiB at n_fft
-#: 2048) stay in cache, and no clip-sized temporary is allocated (and page-faulted) per call.
-FRAME_BLOCK = 64
+#: Frames per FFT call of `frame_power`: the float64 windowed block and its spectrum (1 MiB at n_fft
+#: 2048) stay in the core's cache, and no clip-sized temporary is allocated (and page-faulted) per call.
+#: Measured on 10 s clips: 2.4 ms per clip at 32 frames, 3.5-5 ms at 64 or more.
+FRAME_BLOCK = 32
 
 
 def _as_signal(signal: np.ndarray) -> np.ndarray:
