@@ -17,6 +17,7 @@ from signalcraft_core.local.sample_events import generate_event
 from signalcraft_core.local.synth import SAMPLE_RATE, synthesize_clip
 from signalcraft_core.pipeline import runtime
 from signalcraft_core.pipeline.records import GRADES, record_id
+from signalcraft_core.pipeline.serverless import SWEEP_CHUNK_BATCHES, SWEEP_CHUNK_BYTES
 from signalcraft_core.pipeline.sinks import read_grades
 
 DAY = "2024-05-06"
@@ -77,7 +78,7 @@ def _sorted_rows(table) -> list[dict]:
 
 
 def test_sweep_of_200_objects_writes_200_records_in_batches_then_compacts(env, clips, monkeypatch):
-    batch_size = 64
+    batch_size = 16
     monkeypatch.setenv("BATCH_SIZE", str(batch_size))
     runtime.reset()
     good = {f"fleet/pump/id_0{i % 4}/clip-{i:04d}.wav": clips[i % len(clips)] for i in range(197)}
@@ -103,7 +104,7 @@ def test_sweep_of_200_objects_writes_200_records_in_batches_then_compacts(env, c
     assert result["records"] == 200 and result["complete"] is True and result["resume_after"] is None
     assert sum(result["grades"].values()) == 197 and set(result["grades"]) <= set(GRADES)
     assert result["errors"] == {"not_wav": 1, "truncated": 1, "too_short": 1}
-    assert result["parquet_files"] == math.ceil(200 / batch_size)
+    assert result["parquet_files"] == math.ceil(200 / (SWEEP_CHUNK_BATCHES * batch_size))   # one file per chunk
     compaction = result["compaction"]
     assert compaction["partitions"] == 1 and len(compaction["written"]) == 1
     assert compaction["files_in"] == result["parquet_files"] + len(upload_files)
@@ -145,16 +146,32 @@ def test_compaction_step_keeps_exactly_the_same_records(env, clips):
 
 
 def test_sweep_out_of_time_says_where_to_resume_and_the_rest_completes(env, clips, monkeypatch):
-    monkeypatch.setenv("BATCH_SIZE", "2")
+    monkeypatch.setenv("BATCH_SIZE", "1")
     runtime.reset()
-    keys = [f"site-a/fan/id_00/{i:02d}.wav" for i in range(5)]
+    chunk = SWEEP_CHUNK_BATCHES   # refs per grading call: SWEEP_CHUNK_BATCHES batches of one
+    keys = [f"site-a/fan/id_00/{i:02d}.wav" for i in range(chunk + 1)]
     env.put_many({k: clips[0] for k in keys})
     first = fleet_sweep.handler({"bucket": env.recordings, "prefix": "site-a/"}, ShortOnTime())
-    assert first["complete"] is False and first["resume_after"] == keys[1] and first["records"] == 2
+    assert first["complete"] is False and first["resume_after"] == keys[chunk - 1] and first["records"] == chunk
     assert "compaction" not in first
     rest = fleet_sweep.handler({"bucket": env.recordings, "prefix": "site-a/", "start_after": first["resume_after"]})
-    assert rest["complete"] is True and rest["records"] == 3 and "compaction" in rest
+    assert rest["complete"] is True and rest["records"] == 1 and "compaction" in rest
     assert sorted(env.table().column("key").to_pylist()) == keys
+
+
+def test_sweep_chunks_end_at_the_byte_cap(env, clips, monkeypatch):
+    """Long recordings make short chunks: a chunk ends once its objects reach SWEEP_CHUNK_BYTES."""
+    from signalcraft_core.pipeline import serverless
+
+    runtime.reset()
+    keys = [f"site-a/fan/id_00/{i:02d}.wav" for i in range(3)]
+    env.put_many({k: clips[0] for k in keys})
+    assert 3 * len(clips[0]) < SWEEP_CHUNK_BYTES    # by count alone all three would be one chunk
+    monkeypatch.setattr(serverless, "SWEEP_CHUNK_BYTES", 2 * len(clips[0]))
+    result = fleet_sweep.handler({"bucket": env.recordings, "prefix": "site-a/", "mode": "backfill"})
+    assert result["records"] == 3 and result["parquet_files"] == 2   # two objects, then the last one
+    first = fleet_sweep.handler({"bucket": env.recordings, "prefix": "site-a/", "mode": "backfill"}, ShortOnTime())
+    assert first["resume_after"] == keys[1] and first["records"] == 2
 
 
 def test_scheduled_event_sweeps_the_configured_bucket(env, clips, monkeypatch):

@@ -52,12 +52,19 @@ from signalcraft_core.pipeline.sweep import (
 
 log = logging.getLogger(__name__)
 
-#: Stop taking new sweep batches when less than this is left of the invocation: one more batch must
+#: Stop taking new sweep chunks when less than this is left of the invocation: one more chunk must
 #: fit. Measured (bench/memory_peaks.py --worst-batch, loopback S3, 2 cores): the worst legal batch,
 #: BATCH_SIZE 16 x 595 s 96 kHz 16-bit stereo (218 MiB each, 3.4 GiB), takes 72.5 s wall / 59.4 s CPU
 #: in one sweep batch (16 x 10-minute 16 kHz files: 24.7 s). About 2x that covers compaction, the
 #: state write and a Lambda share of under one vCPU at the batch memory size.
 DEADLINE_MARGIN_MS = 150_000
+#: A sweep hands the grader this many scoring batches of refs at once (fewer when their objects pass
+#: SWEEP_CHUNK_BYTES): within one call the downloads of later batches run while earlier ones are scored
+#: (grade.py; the decode budget bounds the memory), so one download stall per chunk remains, not one
+#: per batch. The byte cap keeps chunks of long recordings short, within the deadline margin above: a
+#: 10-minute 16 kHz file is 19 MB (four to a chunk), a 218 MiB worst-case file ends its chunk.
+SWEEP_CHUNK_BATCHES = 4
+SWEEP_CHUNK_BYTES = 64 * 1024 * 1024
 #: Compaction merges every partition that got a file in this window (the day's upload writers and
 #: sweeps), not only "yesterday": late uploads of old recordings land in old partitions.
 COMPACT_LOOKBACK_HOURS = 48
@@ -288,6 +295,7 @@ def run_sweep(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     retry, index = set(state.retry), _Index(sink, runtime.store)
     summary = summarise(())
     batch: list[ObjectRef] = []
+    batch_bytes = 0
     counts = {"listed": 0, "outside_window": 0, "already_graded": 0, "parquet_files": 0}
     transient: set[str] = set()
     graded: set[str] = set()
@@ -295,7 +303,7 @@ def run_sweep(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     on_progress = getattr(context, "on_progress", None)  # set by `signalcraft sweep`; Lambda has none
 
     def flush() -> None:
-        nonlocal summary
+        nonlocal summary, batch_bytes
         records = _grade(batch, runtime)
         counts["parquet_files"] += len(sink.write(records))  # one file per partition the batch touches
         _alert_critical(records, runtime, sink)
@@ -303,6 +311,7 @@ def run_sweep(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         for r in records:
             (transient if r.error_code in TRANSIENT_CODES else graded).add(r.key)
         batch.clear()
+        batch_bytes = 0
         if on_progress is not None:
             on_progress(summary["records"])
 
@@ -323,7 +332,8 @@ def run_sweep(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
                 graded.add(ref.key)
                 continue
         batch.append(ref)
-        if len(batch) >= runtime.config.batch_size:
+        batch_bytes += info.size or 0
+        if len(batch) >= SWEEP_CHUNK_BATCHES * runtime.config.batch_size or batch_bytes >= SWEEP_CHUNK_BYTES:
             last_key = batch[-1].key
             flush()
             if context is not None and context.get_remaining_time_in_millis() < DEADLINE_MARGIN_MS:
