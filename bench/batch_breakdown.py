@@ -5,7 +5,7 @@ the runs interleaved and repeated (-r) so both sides see the same machine; media
 
 - batch: read + decode + both levels + Parquet bytes, batches of 16 (ours, 1 and 2 featurisation
   threads) vs bench/reference.py one clip at a time (librosa + torch, Level 2 only): wall, CPU, peak RSS.
-- stages: our path one stage after the other on one thread with one FFT worker, CPU ms per clip.
+- stages: our path one stage after the other on one thread, CPU ms per clip.
 - featurise: dsp.inputs.featurise of one 16-clip batch with 1 and 2 threads: wall, CPU, peak RSS.
 """
 
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
                f"10-11 s, mono and 8-channel), median of {args.repeats} interleaved runs, one fresh process each; "
                f"ours grades batches of {args.batch} with the `default` model set and builds the Parquet bytes.",
                "featurise rows: ratios against the 1-thread row; peak RSS is the whole process (VmHWM).",
-               "stage rows: CPU per clip on one thread with one FFT worker (the first pass over the clips warms "
+               "stage rows: CPU per clip on one thread (the first pass over the clips warms "
                "caches and is not counted); 'decision_and_write' is the pipe minus featurisation, forest and "
                "autoencoder: calibration, grading, records and Parquet bytes.",
                f"load average during the run: {min(loads):.1f}-{max(loads):.1f} (other work shares the 2 cores)."],

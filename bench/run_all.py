@@ -335,8 +335,8 @@ def _limits(warm: dict, sweep: dict, batch: dict | None, size: dict | None, miss
             f"- **Batch.** Ours takes {o['wall_ms_per_clip']:.1f} ms wall and {o['cpu_ms_per_clip']:.1f} ms CPU per "
             f"clip for both levels against the reference's {ref['wall_ms_per_clip']:.1f} ms wall / "
             f"{ref['cpu_ms_per_clip']:.1f} ms CPU for Level 2 alone; {GOAL_BATCH_WALL:g}x of its wall is "
-            f"{GOAL_BATCH_WALL * ref['wall_ms_per_clip']:.1f} ms per clip. Our CPU per clip by stage (one thread, one "
-            f"FFT worker; ms): {listed} ({total:.1f} in all): the largest stage alone, {stages[0][0]} "
+            f"{GOAL_BATCH_WALL * ref['wall_ms_per_clip']:.1f} ms per clip. Our CPU per clip by stage (one thread; "
+            f"ms): {listed} ({total:.1f} in all): the largest stage alone, {stages[0][0]} "
             f"({stages[0][1]:.1f} ms, {stages[0][1] / total:.0%}), is "
             f"{stages[0][1] / ref['wall_ms_per_clip']:.2f}x the reference's whole wall time per clip.")
     if "warm" in missed:

@@ -6,7 +6,7 @@ The project is copied without .git, tests, bench and the venvs (pyproject.toml, 
 signalcraft_core, handlers: what tests/test_runtime_install.py copies) into a temporary folder, a
 new venv gets it from the same package index as every other install, and site-packages is measured:
 as installed, without the venv's own pip / setuptools, and after the image trim of infra/Dockerfile
-(the numpy / scipy test suites, pyarrow's tests and C++ headers). The trim list and the trim itself
+(test suites and pyarrow's C++ headers nothing imports at run time). The trim list and the trim itself
 come from tests/test_runtime_install.py (IMAGE_TRIM, _trim), the one copy in Python; infra/Dockerfile
 states the same folders in shell and must be kept in step with it. Sizes per installed distribution
 come from each distribution's RECORD (importlib.metadata in the new venv), so numpy.libs counts
@@ -134,8 +134,8 @@ def main(argv: list[str] | None = None) -> dict:
                "regular files (.pyc included; pip compiles at install).",
                "image trim (infra/Dockerfile; the list is IMAGE_TRIM of tests/test_runtime_install.py): "
                + ", ".join(f"`{p}`" for p in install_test.IMAGE_TRIM) + ".",
-               "per distribution: the files its RECORD lists (numpy.libs, scipy.libs and pyarrow's shared "
-               "libraries count under their package).",
+               "per distribution: the files its RECORD lists (numpy.libs and pyarrow's shared libraries count "
+               "under their package).",
                "the Lambda image: the runtime row after the trim (the base image brings its own pip).",
                f"goal (issue 14): runtime install <= {GOAL_MIB:.0f} MiB."],
     )
