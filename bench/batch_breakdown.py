@@ -15,7 +15,6 @@ import argparse
 import os
 import statistics
 import tempfile
-from pathlib import Path
 
 from harness import ROOT, ratio, run_child, write_result
 

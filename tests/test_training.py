@@ -172,3 +172,19 @@ def test_load_signals_reports_unreadable_files_instead_of_failing(tmp_path):
     assert used == [good] and len(sigs) == 1 and sigs[0].shape == (16000,)
     assert [(p, e.code.value) for p, e in skipped] == [(bad, "not_wav")]
     assert seen[-1] == ("decode", 2, 2)
+
+
+def test_autoencoder_standardisation_ignores_a_few_clips_of_another_machine() -> None:
+    """Median / MAD: five clips of another machine among twenty do not inflate the scale (a std would, ~2.7x)."""
+    from signalcraft_core.training.autoencoder import MAD_TO_STD, standardisation
+
+    rng = np.random.default_rng(3)
+    own = rng.normal(0.0, 1.0, size=(20, 4))
+    other = rng.normal(6.0, 1.0, size=(5, 4))
+    centre, scale = standardisation(np.vstack([own, other]), min_scale=1e-3)
+    assert np.all(np.abs(centre) < 1.0)                      # the mean would sit near 1.2
+    assert np.all((scale > 0.6) & (scale < 1.8))             # the std would be near 2.6
+    mad = np.median(np.abs(np.vstack([own, other]) - centre), axis=0)
+    np.testing.assert_allclose(scale, np.maximum(MAD_TO_STD * mad, 1e-3), rtol=1e-6)
+    flat = np.ones((10, 2))
+    assert np.all(standardisation(flat, min_scale=1e-3)[1] == np.float32(1e-3))   # no spread: the floor

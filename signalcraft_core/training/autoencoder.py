@@ -76,11 +76,24 @@ class TrainConfig:
     min_scale: float = 1e-3
 
 
+#: 1.4826 * MAD estimates the standard deviation of normally distributed values.
+MAD_TO_STD = 1.4826
+
+
 def standardisation(features: np.ndarray, min_scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per-dimension mean and std of the training features, std floored to avoid blow-ups."""
-    mean = features.mean(axis=0)
-    scale = np.maximum(features.std(axis=0), min_scale)
-    return mean.astype(np.float32), scale.astype(np.float32)
+    """Per-dimension centre and scale of the training features: median and 1.4826 * MAD, floored.
+
+    Robust on purpose: a type's set often trains on one machine's clips plus a few of other machines
+    (the packaged valve set: 20 of one valve, 5 of others). Those few inflate a standard deviation
+    (1.6x at the median dimension, up to 3.7x), which squashes the main machine's own variation;
+    the median and MAD ignore them. Measured on the real valve split, dev part (10 normal / 24
+    anomalous clips): hybrid AUC 0.96 / 0.89 / 0.79 at 10 / 5 / 2 s with mean / std, 1.00 / 0.97 / 0.84
+    with median / MAD. The floor keeps a dimension that barely varies from blowing up.
+    """
+    centre = np.median(features, axis=0)
+    mad = np.median(np.abs(features - centre), axis=0)
+    scale = np.maximum(MAD_TO_STD * mad, min_scale)
+    return centre.astype(np.float32), scale.astype(np.float32)
 
 
 def train_autoencoder(
