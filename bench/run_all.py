@@ -374,10 +374,12 @@ def _limits(warm: dict, sweep: dict, batch: dict | None, size: dict | None, miss
 
 
 def _capacity(sweep: dict, cold: dict, deploy: Deployment, price: LambdaPrice) -> list[str]:
+    from signalcraft_core.pipeline.serverless import DEADLINE_MARGIN_MS
+
     s = sweep["summary"]["ours"]
     rate = s["clips_per_s"]                      # clips/s of one process on this 2-core machine
     lambda_rate = 1000.0 / price.billed_ms       # clips/s of one function at the priced memory
-    usable_s = deploy.fleet_timeout_s - 60       # the sweep stops 60 s before its deadline
+    usable_s = deploy.fleet_timeout_s - DEADLINE_MARGIN_MS / 1000   # the sweep stops this long before its deadline
     per_invocation = int(lambda_rate * usable_s)
     per_night_8h = int(lambda_rate * 8 * 3600)
     by_time = int(lambda_rate * BATCH_WALL_TARGET_S)
@@ -397,7 +399,7 @@ def _capacity(sweep: dict, cold: dict, deploy: Deployment, price: LambdaPrice) -
         f"- **One function** ({price.memory_mb} MB = {price.vcpu:.2f} vCPU, as priced above): "
         f"{price.billed_ms:.0f} ms per 10 s recording = **{lambda_rate:.0f} clips/s**, i.e. about "
         f"**{per_invocation:,} recordings per {deploy.fleet_timeout_s // 60}-minute FleetSweepFunction invocation** "
-        f"(the sweep stops 60 s before its deadline and returns `resume_after`) and **{per_night_8h:,} per 8-hour "
+        f"(the sweep stops {DEADLINE_MARGIN_MS / 1000:.0f} s before its deadline and returns `resume_after`) and **{per_night_8h:,} per 8-hour "
         "night** of back-to-back invocations.",
         f"- **1 million recordings a night** with the Distributed Map: ItemBatcher **MaxItemsPerBatch = {batch}** "
         f"({batch / lambda_rate:.0f} s of work per child, far from the 15-minute limit, so a retried batch is cheap; "
