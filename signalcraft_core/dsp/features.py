@@ -314,7 +314,7 @@ class Spectrum:
 
 
 def spectral_pass(batch: np.ndarray, n_fft: int, hop_length: int) -> Spectrum:
-    """(n, samples) equal-length clips -> their `Spectrum`: one float32 rfft of every frame."""
+    """(n, samples) equal-length clips -> their `Spectrum`: one rfft of every frame, its power in float32."""
     frames = frame_signals(np.asarray(batch, dtype=np.float32), n_fft, hop_length)
     power = frame_power(frames)
     power.setflags(write=False)
