@@ -234,7 +234,7 @@ def _near_ties(delta: float = 1e-9, a_bins: int = 700) -> list[np.ndarray]:
 
 def test_rolloff_bins_are_exact_at_ties() -> None:
     """At (near) ties float32 magnitudes or another summation order pick a neighbouring bin; those frames are
-    redone with the float64 cumulative sum, so every bin is today's (a margin under ~1e-8 fails here)."""
+    redone with the float64 cumulative sum, so every bin is the definition's (a margin under ~1e-8 fails here)."""
     power = np.stack(_flat_band_ties() + _near_ties())[:, None, :]   # one frame per clip: roll-off mean = its bin
     power.setflags(write=False)
     batch = np.zeros((power.shape[0], 100), np.float32)

@@ -100,7 +100,7 @@ _ROLLOFF_BLOCK = 41   # the 1025 bins are 25 blocks of 41: a free reshape of the
 _ROLLOFF_MARGIN = 1e-6
 """Distance to the roll-off threshold, relative to the frame total, under which a frame is redone exactly.
 
-The fast roll-off sums ``float64(sqrt(float32 power))``, which differs from today's
+The fast roll-off sums ``float64(sqrt(float32 power))``, which differs from the definition's
 ``sqrt(float64(power))`` by at most 2**-24 relative per bin; all terms are positive, so its
 cumulative sums and its threshold each move by at most 6e-8 of the frame total (float64 rounding
 adds ~1e-13). A crossing clear of the threshold by more than 1e-6 of the total is the exact one;
@@ -225,7 +225,7 @@ def _rolloff_bins(power: np.ndarray, mag: np.ndarray, blocks: np.ndarray, total:
     ``power`` (R, bins) float32, ``mag`` (R, bins) float64 magnitudes, ``blocks`` (R, bins // 41) their
     sums over blocks of 41 bins and ``total`` (R,) over all. Running sums over blocks find the
     block, running sums inside it the bin; a frame whose crossing is not clear of the threshold by
-    `_ROLLOFF_MARGIN` is redone with today's float64 cumulative sum. So every bin is
+    `_ROLLOFF_MARGIN` is redone with the defining float64 cumulative sum. So every bin is
     ``argmax(cumsum(sqrt(float64 power)) >= 0.85 * total)``, silent frames included (bin 0).
     """
     rows = np.arange(mag.shape[0])
