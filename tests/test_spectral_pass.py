@@ -1,13 +1,13 @@
-"""One spectral pass per clip: the shared STFT gives the numbers of separate passes, and today's
+"""One spectral pass per clip: the shared STFT gives the numbers of separate passes, and the current
 numpy-only featurisation stays within stated tolerances of the scipy-era one on real recordings.
 
 tests/golden/reference_inputs_7c7bc10.npz pins what the pipeline of 7c7bc10 computed (scipy.fft in
 float32, the rules' scipy.signal recipe, dense descriptors) on the golden sample of ../shared/data
-(tests/golden/make_reference_inputs.py). Today's inputs must match them within the tolerances below,
+(tests/golden/make_reference_inputs.py). The current inputs must match them within the tolerances below,
 and every packaged set must grade both the same (identical grade and rules, scores within 0.5
 points). Measured: Level-2 vectors within 8e-6 dB, descriptors within 6e-6 relative (1.3e-5 absolute
 on the largest, a centroid in Hz), envelope line within 1e-4 dB at the same Hz, band shares within
-5e-7 dB; scores within 1.1e-5 points. tests/test_packaged_scores.py keeps the strict pin of today's scores.
+5e-7 dB; scores within 1.1e-5 points. tests/test_packaged_scores.py keeps the strict pin of the current scores.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
 reference_inputs_7c7bc10.npz was written from a checkout of 7c7bc10 (`git worktree add /tmp/old 7c7bc10`),
 the last pipeline on scipy.fft before the runtime dropped scipy: per clip of `sample_files` (every
 STRIDE-th recording), the Level-2 vector of the `default` profile, the 37 Level-1 descriptors and the
-rules' signal statistics. tests/test_spectral_pass.py holds today's featurisation to it.
+rules' signal statistics. tests/test_spectral_pass.py holds the current featurisation to it.
 """
 
 from __future__ import annotations
