@@ -313,3 +313,32 @@ def test_a_bounded_pool_answers_503_instead_of_holding_a_thread_per_connection(e
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_client_still_sending_when_told_503_reads_the_503_not_a_reset(env, s3):
+    """The busy answer goes out at accept time; a body still arriving after it must not be met with a reset."""
+    hook, server = listen(env, s3, workers=1, queue_size=1, read_timeout_s=20.0)
+    stalled = []
+    try:
+        for _ in range(2):   # one held by the worker, then one waiting in the queue
+            stalled.append(socket.create_connection(("127.0.0.1", hook.port), timeout=10))
+            time.sleep(0.3)
+        body = b" " * 200_000   # a big event arriving in pieces, after the server has answered
+        answers = []
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", hook.port), timeout=10) as sock:
+                time.sleep(0.2)   # the 503 is already written when the request starts to arrive
+                try:
+                    sock.sendall(post_head(hook.port, len(body)).encode())
+                    for start in range(0, len(body), 20_000):
+                        sock.sendall(body[start:start + 20_000])
+                        time.sleep(0.01)
+                    answers.append(sock.recv(1024))
+                except (ConnectionResetError, BrokenPipeError) as exc:
+                    answers.append(repr(exc).encode())
+        assert all(a.startswith(b"HTTP/1.0 503 ") for a in answers), answers
+    finally:
+        for sock in stalled:
+            sock.close()
+        server.shutdown()
+        server.server_close()

@@ -24,9 +24,11 @@ import ipaddress
 import json
 import queue
 import re
+import select
 import socket
 import socketserver
 import threading
+import time
 from datetime import timezone
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable, Iterable
@@ -127,6 +129,7 @@ class ListenerServer(socketserver.TCPServer):
     def __init__(self, address: tuple[str, int], handler: type, workers: int = WORKERS,
                  queue_size: int = QUEUE_SIZE) -> None:
         super().__init__(address, handler)
+        self._closer = _LingeringCloser()
         self._pending: queue.Queue = queue.Queue(maxsize=max(0, queue_size) or 1)
         self._threads = [threading.Thread(target=self._work, name=f"minio-listener-{i}", daemon=True)
                          for i in range(max(1, workers))]
@@ -147,9 +150,11 @@ class ListenerServer(socketserver.TCPServer):
             request.settimeout(1.0)
             _drain(request)
             request.sendall(head + body)
+            request.shutdown(socket.SHUT_WR)
         except OSError:
-            pass
-        self.shutdown_request(request)
+            self.shutdown_request(request)
+            return
+        self._closer.linger(request)
 
     def _work(self) -> None:
         while True:
@@ -182,6 +187,58 @@ class ListenerServer(socketserver.TCPServer):
                 super().shutdown_request(item[0])
         for _ in self._threads:
             self._pending.put(None)
+
+
+class _LingeringCloser:
+    """Keeps answered-503 sockets open a moment, reading what their clients still send, then closes them.
+
+    Closing a socket while the client's request is still arriving makes the kernel answer those bytes
+    with a reset, and a reset can discard the 503 the client has not read yet (seen under load: an
+    empty answer). One thread waits on all of them at once, each at most LINGER_S, at most
+    MAX_LINGERING at a time (beyond that, closed at once), so a flood of stalled connections costs the
+    accept loop nothing.
+    """
+
+    LINGER_S = 1.0
+    MAX_LINGERING = 256
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sockets: dict[socket.socket, float] = {}
+        self._wake = threading.Event()
+        threading.Thread(target=self._run, name="minio-listener-closer", daemon=True).start()
+
+    def linger(self, sock: socket.socket) -> None:
+        with self._lock:
+            if len(self._sockets) >= self.MAX_LINGERING:
+                sock.close()
+                return
+            sock.setblocking(False)
+            self._sockets[sock] = time.monotonic() + self.LINGER_S
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            with self._lock:
+                watched = list(self._sockets)
+                if not watched:
+                    self._wake.clear()   # under the lock: a socket added after this sets it again
+            if not watched:
+                continue
+            readable, _, _ = select.select(watched, [], [], 0.05)
+            now = time.monotonic()
+            with self._lock:
+                for sock in watched:
+                    done = now >= self._sockets[sock]
+                    if sock in readable:
+                        try:
+                            done = done or not sock.recv(65536)   # EOF: the client has read and closed
+                        except OSError:
+                            done = True
+                    if done:
+                        del self._sockets[sock]
+                        sock.close()
 
 
 def _drain(sock: socket.socket) -> None:
