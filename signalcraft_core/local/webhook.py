@@ -178,6 +178,7 @@ class ListenerServer(socketserver.TCPServer):
 
     def server_close(self) -> None:
         super().server_close()
+        self._closer.stop()
         while True:  # connections still queued are closed, then each worker gets its stop sentinel
             try:
                 item = self._pending.get_nowait()
@@ -193,8 +194,7 @@ class _LingeringCloser:
     """Keeps answered-503 sockets open a moment, reading what their clients still send, then closes them.
 
     Closing a socket while the client's request is still arriving makes the kernel answer those bytes
-    with a reset, and a reset can discard the 503 the client has not read yet (seen under load: an
-    empty answer). One thread waits on all of them at once, each at most LINGER_S, at most
+    with a reset: a client still sending its event gets a broken pipe instead of reading the 503. One thread waits on all of them at once, each at most LINGER_S, at most
     MAX_LINGERING at a time (beyond that, closed at once), so a flood of stalled connections costs the
     accept loop nothing.
     """
@@ -206,11 +206,21 @@ class _LingeringCloser:
         self._lock = threading.Lock()
         self._sockets: dict[socket.socket, float] = {}
         self._wake = threading.Event()
+        self._stopped = False
         threading.Thread(target=self._run, name="minio-listener-closer", daemon=True).start()
+
+    def stop(self) -> None:
+        """Close what still lingers and end the thread (the server is closing)."""
+        with self._lock:
+            self._stopped = True
+            for sock in self._sockets:
+                sock.close()
+            self._sockets.clear()
+        self._wake.set()
 
     def linger(self, sock: socket.socket) -> None:
         with self._lock:
-            if len(self._sockets) >= self.MAX_LINGERING:
+            if self._stopped or len(self._sockets) >= self.MAX_LINGERING:
                 sock.close()
                 return
             sock.setblocking(False)
@@ -221,14 +231,21 @@ class _LingeringCloser:
         while True:
             self._wake.wait()
             with self._lock:
+                if self._stopped:
+                    return
                 watched = list(self._sockets)
                 if not watched:
                     self._wake.clear()   # under the lock: a socket added after this sets it again
             if not watched:
                 continue
-            readable, _, _ = select.select(watched, [], [], 0.05)
+            try:
+                readable, _, _ = select.select(watched, [], [], 0.05)
+            except (OSError, ValueError):   # a socket closed under us by stop()
+                continue
             now = time.monotonic()
             with self._lock:
+                if self._stopped:
+                    return
                 for sock in watched:
                     done = now >= self._sockets[sock]
                     if sock in readable:
