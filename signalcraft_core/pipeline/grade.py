@@ -34,7 +34,7 @@ from signalcraft_core.models.model_store import ModelStore
 from signalcraft_core.pipeline.records import GradeRecord, record_id
 from signalcraft_core.pipeline.score import (
     ClipScore,
-    limit_malloc_arenas,
+    tune_malloc,
     score_decoded,
 )
 
@@ -260,7 +260,7 @@ def grade_with_scores(refs: Sequence[ObjectRef], client: Any, store: ModelStore,
     records: list[tuple[GradeRecord, ClipScore] | None] = [None] * len(refs)
     if not refs:
         return []
-    limit_malloc_arenas()  # before the download threads exist: their freed blocks would stay per thread
+    tune_malloc()  # before the download threads exist: their freed blocks would stay per thread
     budget = _DecodeBudget(MAX_DECODED_BYTES)
     done: list[tuple[int, tuple[ObjectRef, Any, Any]]] = []
 
