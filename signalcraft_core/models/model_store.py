@@ -79,8 +79,16 @@ class ModelStore:
     def set_names(self) -> list[str]:
         """Model sets under the root, as relative folder paths (`pump`, `pump/id_00`, `site-a/pump/id_00`,
         `default`); a single-set root answers [""]."""
-        if self.is_s3:
-            return self._s3_set_names()
+        with self._lock:   # re-listed at most every `check_interval_s`: every key resolves through it
+            names = getattr(self, "_names", None)
+            if names is not None and time.monotonic() - self._names_at < self.check_interval_s:
+                return names
+        fresh = self._s3_set_names(names) if self.is_s3 else self._folder_set_names()
+        with self._lock:
+            self._names, self._names_at = fresh, time.monotonic()
+        return fresh
+
+    def _folder_set_names(self) -> list[str]:
         if (self.root / MANIFEST_FILE).is_file():
             return [""]
         found = []
@@ -170,28 +178,22 @@ class ModelStore:
     def _s3_key(self, name: str, filename: str) -> str:
         return f"{self.prefix}{name + '/' if name else ''}{filename}"
 
-    def _s3_set_names(self) -> list[str]:
-        """The sets under the S3 root, re-listed at most every `check_interval_s` (new types appear)."""
-        with self._lock:
-            names = getattr(self, "_names", None)
-            if names is not None and time.monotonic() - self._names_at < self.check_interval_s:
-                return names
+    def _s3_set_names(self, known: list[str] | None) -> list[str]:
+        """The sets under the S3 root (`known`: what the last listing found, served again if the store hiccups)."""
         client = self._s3()
         try:
             client.head_object(Bucket=self.bucket, Key=self._s3_key("", MANIFEST_FILE))
-            fresh = [""]
+            return [""]
         except Exception:  # noqa: BLE001 - not a single-set root; list the per-type sets
             try:
                 fresh = sorted(self._s3_manifest_folders(client))
             except Exception as exc:  # noqa: BLE001
-                if names is not None:  # keep serving what we know if the store hiccups
-                    return names
+                if known is not None:
+                    return known
                 raise ModelError(f"cannot list model sets under {self.uri}: {_cause(exc)}") from None
             if not fresh:
                 raise ModelError(f"no model sets under {self.uri}") from None
-        with self._lock:
-            self._names, self._names_at = fresh, time.monotonic()
-        return fresh
+            return fresh
 
     def _s3_manifest_folders(self, client: Any) -> list[str]:
         """Folders below the prefix holding a manifest.json, at most MAX_SET_DEPTH deep, plain names only."""
