@@ -177,6 +177,41 @@ def _get_object(
     Returns the bytes and what the response says about them (size, ETag, version), which is the
     truth about the graded bytes even when an event carried stale or made-up values.
     """
+    def take(body: Any, length: int | None) -> tuple[bytes, int]:
+        if max_bytes is None or length is not None:
+            data = body.read()  # verifies the content length
+        else:
+            data = _bounded_read(body, max_bytes, bucket, key)
+        return data, len(data)
+
+    return _get_retried(client, bucket, key, version_id, max_bytes, take)
+
+
+def _bounded_read(body: Any, max_bytes: int, bucket: str, key: str) -> bytes:
+    """A body without Content-Length (never from S3 or MinIO), read whole but refused past `max_bytes`."""
+    data = body.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise _too_large(bucket, key, len(data), max_bytes)
+    return data
+
+
+class _StreamCut(StorageError):
+    """The body of a GET broke off mid-way (reset, timeout): the whole read is tried once more."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(ErrorCode.STORAGE_ERROR, f"{type(cause).__name__}")
+        self.cause = cause
+
+
+def _get_retried(client: "BaseClient", bucket: str, key: str, version_id: str | None, max_bytes: int | None,
+                 take: Callable[[Any, int | None], tuple[T, int]]) -> tuple[T, ObjectInfo]:
+    """One GET whose body `take(body, content_length)` reads (returning its result and the byte count).
+
+    The size limit is checked on the response's Content-Length before `take` runs; botocore retries
+    the request itself, and a body that breaks off mid-way (a stream error, or a `_StreamCut` from
+    `take`) gets one fresh GET more. Storage failures become StorageErrors; anything else `take`
+    raises passes through. The body is closed in every case.
+    """
     from botocore.exceptions import (
         ConnectionClosedError,
         IncompleteReadError,
@@ -188,29 +223,30 @@ def _get_object(
     if version_id:
         kwargs["VersionId"] = version_id
     streaming = (ConnectionClosedError, IncompleteReadError, ReadTimeoutError, ResponseStreamingError)
-    attempts = 2  # botocore retries the request; a stream cut mid-body gets one more try here
+    attempts = 2
     for attempt in range(attempts):
+        body = None
         try:
             response = client.get_object(**kwargs)
             body = response["Body"]
             length = response.get("ContentLength")
             if max_bytes is not None and length is not None and length > max_bytes:
-                body.close()
                 raise _too_large(bucket, key, int(length), max_bytes)
-            if max_bytes is None or length is not None:
-                data = body.read()  # verifies the content length
-            else:
-                data = body.read(max_bytes + 1)
-                body.close()
-                if len(data) > max_bytes:
-                    raise _too_large(bucket, key, len(data), max_bytes)
-            return data, _info(response, len(data))
+            result, size = take(body, None if length is None else int(length))
+            return result, _info(response, size)
+        except _StreamCut as cut:
+            if attempt + 1 < attempts:
+                continue
+            raise _to_storage_error(cut.cause, "GET", bucket, key) from None
         except streaming as exc:
             if attempt + 1 < attempts:
                 continue
             raise _to_storage_error(exc, "GET", bucket, key) from None
         except _boto_errors() as exc:
             raise _to_storage_error(exc, "GET", bucket, key) from None
+        finally:
+            if body is not None:
+                body.close()
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -233,14 +269,6 @@ def fetch_bytes(
     if size > max_bytes:
         raise _too_large(ref_bucket, key, size, max_bytes)
     return _get_object(client, ref_bucket, key, version_id, max_bytes)[0]
-
-
-class _StreamCut(StorageError):
-    """The body of a GET broke off mid-way (reset, timeout): the whole read is tried once more."""
-
-    def __init__(self, cause: Exception) -> None:
-        super().__init__(ErrorCode.STORAGE_ERROR, f"{type(cause).__name__}")
-        self.cause = cause
 
 
 def fetch_stream(
@@ -273,54 +301,28 @@ def fetch_stream(
     size = known_size if known_size is not None else head(client, bucket, key, version_id).size
     if size > max_bytes:
         raise _too_large(bucket, key, size, max_bytes)
-    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
-    if version_id:
-        kwargs["VersionId"] = version_id
     streaming = (ConnectionClosedError, IncompleteReadError, ReadTimeoutError, ResponseStreamingError)
-    attempts = 2
-    for attempt in range(attempts):
-        body = None
-        try:
-            response = client.get_object(**kwargs)
-            body = response["Body"]
-            length = response.get("ContentLength")
-            if length is not None and length > max_bytes:
-                raise _too_large(bucket, key, int(length), max_bytes)
-            if length is None:  # no Content-Length (never from S3 or MinIO): bounded by max_bytes in memory
-                data = body.read(max_bytes + 1)
-                if len(data) > max_bytes:
-                    raise _too_large(bucket, key, len(data), max_bytes)
-                view, length = memoryview(data), len(data)
-                pos = 0
 
-                def read(n: int) -> bytes:
-                    nonlocal pos
-                    out = view[pos : pos + n]
-                    pos += len(out)
-                    return out  # type: ignore[return-value]
-            else:
-                def read(n: int) -> bytes:
-                    try:
-                        return body.read(min(n, block_bytes))  # verifies the length at the end
-                    except streaming as exc:
-                        raise _StreamCut(exc) from None
+    def take(body: Any, length: int | None) -> tuple[T, int]:
+        if length is None:
+            view = memoryview(_bounded_read(body, max_bytes, bucket, key))
+            length, pos = len(view), 0
 
-            result = consume(read, int(length))
-            return result, _info(response, int(length))
-        except _StreamCut as cut:
-            if attempt + 1 < attempts:
-                continue
-            raise _to_storage_error(cut.cause, "GET", bucket, key) from None
-        except streaming as exc:
-            if attempt + 1 < attempts:
-                continue
-            raise _to_storage_error(exc, "GET", bucket, key) from None
-        except _boto_errors() as exc:
-            raise _to_storage_error(exc, "GET", bucket, key) from None
-        finally:
-            if body is not None:
-                body.close()
-    raise AssertionError("unreachable")  # pragma: no cover
+            def read(n: int) -> bytes:
+                nonlocal pos
+                out = view[pos : pos + n]
+                pos += len(out)
+                return out  # type: ignore[return-value]
+        else:
+            def read(n: int) -> bytes:
+                try:
+                    return body.read(min(n, block_bytes))  # verifies the length at the end
+                except streaming as exc:
+                    raise _StreamCut(exc) from None
+
+        return consume(read, length), length
+
+    return _get_retried(client, bucket, key, version_id, max_bytes, take)
 
 
 def get_bytes(client: "BaseClient", bucket: str, key: str, version_id: str | None = None) -> bytes:
