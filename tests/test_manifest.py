@@ -86,6 +86,21 @@ def test_load_model_set_loads_both_levels(trained):
     assert ms.level1_calibration.method == ms.level2_calibration.method == "gamma"
 
 
+def test_the_version_changes_with_everything_that_changes_grades(trained):
+    """Short-clip calibrations and the window regrade recordings: a set that changes them is a new version."""
+    manifest = load_model_set(trained).manifest
+    base = model_version(manifest)
+    assert manifest["short_clips"] and manifest["training"]["clip_seconds"]
+    shorter = {**manifest, "short_clips": manifest["short_clips"][:1]}
+    window = {**manifest, "training": {**manifest["training"], "clip_seconds": 5.0}}
+    older = {k: v for k, v in manifest.items() if k != "short_clips"}
+    older["training"] = {k: v for k, v in manifest["training"].items() if k != "clip_seconds"}
+    versions = {base, model_version(shorter), model_version(window), model_version(older)}
+    assert len(versions) == 4
+    # a set written before these sections existed hashes only what it has: the same as before
+    assert model_version(older) == model_version({k: v for k, v in older.items() if k != "training"})
+
+
 def test_the_planted_payload_really_runs_code_when_unpickled(tmp_path):
     """Control for the refusal tests below: loading this file unverified would create the marker."""
     import joblib

@@ -242,13 +242,14 @@ def test_windows_cover_long_recordings_and_leave_short_ones_whole():
 
 
 def test_window_length_comes_from_the_manifest_else_10_s(setup):
-    from signalcraft_core.pipeline.score import window_seconds
+    """Training records its clips' median length (2 s here); a manifest without one means 10 s."""
+    from signalcraft_core.models.clip_length import window_seconds
 
     model_set = setup[0]
-    assert window_seconds(model_set) == 10.0
-    two = dataclasses.replace(model_set, manifest={**model_set.manifest,
-                                                   "training": {**model_set.manifest["training"], "clip_seconds": 2}})
-    assert window_seconds(two) == 2.0
+    assert model_set.manifest["training"]["clip_seconds"] == 2.0 and window_seconds(model_set) == 2.0
+    training = {k: v for k, v in model_set.manifest["training"].items() if k != "clip_seconds"}
+    older = dataclasses.replace(model_set, manifest={**model_set.manifest, "training": training})
+    assert window_seconds(older) == 10.0
 
 
 def test_long_recording_is_its_worst_window(setup):

@@ -75,6 +75,7 @@ class ClipInputs:
     level2: np.ndarray | None          # (n, profile.dim) pooled log-mel features
     level1: np.ndarray | None          # (n, len(LEVEL1_FEATURE_NAMES)) descriptors
     stats: list[SignalStats] | None    # n rule measurements
+    seconds: np.ndarray | None = None  # (n,) clip lengths: a clip much shorter than the window has calibrations of its own
 
     def __len__(self) -> int:
         for part in (self.level2, self.level1, self.stats):
@@ -89,6 +90,7 @@ class ClipInputs:
             level2=None if self.level2 is None else self.level2[rows],
             level1=None if self.level1 is None else self.level1[rows],
             stats=None if self.stats is None else [self.stats[i] for i in rows],
+            seconds=None if self.seconds is None else self.seconds[rows],
         )
 
 
@@ -171,6 +173,7 @@ def featurise(signals: Sequence[np.ndarray], profile: FeatureConfig, sample_rate
             l2[idx] = a
         if l1 is not None:
             l1[idx] = b
-    return ClipInputs(level2=l2, level1=l1, stats=stats)
+    seconds = np.array([np.shape(x)[0] / sample_rate if np.ndim(x) == 1 else np.nan for x in signals], dtype=np.float64)
+    return ClipInputs(level2=l2, level1=l1, stats=stats, seconds=seconds)
 
 

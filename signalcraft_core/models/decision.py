@@ -18,13 +18,14 @@ so what is measured is what is served.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from signalcraft_core.dsp.inputs import ClipInputs
 from signalcraft_core.errors import ModelError
 from signalcraft_core.models.calibration import HybridCalibration, decades_of_score
+from signalcraft_core.models.clip_length import choose, window_seconds
 from signalcraft_core.models.grading import combine
 from signalcraft_core.models.level1 import iforest_raw_score
 from signalcraft_core.models.level2 import score_level2
@@ -92,40 +93,75 @@ def level1_scores(forest_scores: np.ndarray | None, hits: Sequence[Sequence[Rule
 
 
 def decide(model_set: Any, inputs: ClipInputs, preference: str | None = None) -> Decision:
-    """Score `inputs` with `model_set` (a ModelSet, or anything with its fields) under `preference`."""
+    """Score `inputs` with `model_set` (a ModelSet, or anything with its fields) under `preference`.
+
+    The raw scores do not depend on a clip's length; their calibrations do: a clip much shorter than
+    the model's window is calibrated by the set's entry for its length (models/clip_length.py).
+    """
     preference = preference or model_set.preference
     use_level1, use_level2 = levels_used(model_set, preference)
     n = len(inputs)
     nan = np.full(n, np.nan)
-    level2_mse, level2, bands = nan, nan, [()] * n
+    level2_mse, bands = nan, [()] * n
     if use_level2:
         result = score_level2(model_set.level2_module, inputs.level2, model_set.profile.n_mels)
         level2_mse = result.mse
-        level2 = model_set.level2_calibration.score(level2_mse)
         bands = [tuple(float(v) for v in row) for row in result.band_errors]
-    if_raw, if_score, level1 = nan, nan, nan
+    if_raw = nan
     hits: list[list[RuleHit]] = [[] for _ in range(n)]
+    forest = use_level1 and model_set.level1_pipeline is not None
     if use_level1:
-        if model_set.level1_pipeline is not None:
+        if forest:
             if_raw = iforest_raw_score(model_set.level1_pipeline, inputs.level1)
-            if_score = model_set.level1_calibration.score(if_raw)
         if model_set.rules is not None:
             hits = [model_set.rules.evaluate(s) for s in inputs.stats]
-        level1 = level1_scores(if_score if model_set.level1_pipeline is not None else None, hits)
-    hybrid_cal = hybrid_applies(model_set, preference)
-    hybrid = None
-    if hybrid_cal is not None:
-        cal1 = model_set.level1_calibration
-        learned = [[h for h in clip if h.rule not in SENSOR_FAULT_RULES] for clip in hits]
-        sensor = [[h for h in clip if h.rule in SENSOR_FAULT_RULES] for clip in hits]
-        rule_z = decades_of_score(level1_scores(None, learned), cal1.warning_rate, cal1.critical_rate)
-        z1 = np.fmax(cal1.decades(if_raw), rule_z)
-        hybrid = hybrid_cal.score(z1, model_set.level2_calibration.decades(level2_mse))
-        final = np.fmax(hybrid, level1_scores(None, sensor))
-    else:
-        final = np.array([combine(_opt(a), _opt(b), preference) for a, b in zip(level1, level2)], dtype=np.float64)
-    return Decision(final=final, level1=level1, level2=level2, iforest_raw=if_raw, iforest_calibrated=if_score,
-                    level2_mse=level2_mse, band_errors=bands, hits=hits, hybrid=hybrid)
+    out = {key: np.full(n, np.nan) for key in ("final", "level1", "level2", "if_score", "hybrid")}
+    main_hybrid = hybrid_applies(model_set, preference)
+    for rows, cal1, cal2, hybrid_cal in _calibrations(model_set, inputs, main_hybrid, use_level1 and forest, use_level2):
+        if use_level2:
+            out["level2"][rows] = cal2.score(level2_mse[rows])
+        row_hits = [hits[i] for i in np.flatnonzero(rows)]
+        if use_level1:
+            if forest:
+                out["if_score"][rows] = cal1.score(if_raw[rows])
+            out["level1"][rows] = level1_scores(out["if_score"][rows] if forest else None, row_hits)
+        if hybrid_cal is not None:
+            learned = [[h for h in clip if h.rule not in SENSOR_FAULT_RULES] for clip in row_hits]
+            sensor = [[h for h in clip if h.rule in SENSOR_FAULT_RULES] for clip in row_hits]
+            rule_z = decades_of_score(level1_scores(None, learned), cal1.warning_rate, cal1.critical_rate)
+            z1 = np.fmax(cal1.decades(if_raw[rows]), rule_z)
+            out["hybrid"][rows] = hybrid_cal.score(z1, cal2.decades(level2_mse[rows]))
+            out["final"][rows] = np.fmax(out["hybrid"][rows], level1_scores(None, sensor))
+        else:
+            out["final"][rows] = [combine(_opt(a), _opt(b), preference)
+                                  for a, b in zip(out["level1"][rows], out["level2"][rows])]
+    return Decision(final=out["final"], level1=out["level1"], level2=out["level2"], iforest_raw=if_raw,
+                    iforest_calibrated=out["if_score"], level2_mse=level2_mse, band_errors=bands, hits=hits,
+                    hybrid=None if main_hybrid is None else out["hybrid"])
+
+
+def _calibrations(model_set: Any, inputs: ClipInputs, main_hybrid: HybridCalibration | None, forest: bool,
+                  level2: bool) -> Iterator[tuple[np.ndarray, Any, Any, HybridCalibration | None]]:
+    """(rows, Level-1, Level-2 and hybrid calibrations) covering every clip once: each short length's, then the window's.
+
+    A length entry grades its clips only when it carries every calibration the window's grading uses.
+    """
+    n = len(inputs)
+    lengths = tuple(getattr(model_set, "short_clips", ()) or ())
+    seconds = getattr(inputs, "seconds", None)
+    choice = choose(seconds, window_seconds(model_set), lengths)
+    if choice.size != n:
+        choice = np.full(n, -1, dtype=np.intp)
+    remaining = np.ones(n, dtype=bool)
+    for k, entry in enumerate(lengths):
+        rows = choice == k
+        complete = ((entry.level1 is not None or not forest) and (entry.level2 is not None or not level2)
+                    and (entry.hybrid is not None or main_hybrid is None))
+        if rows.any() and complete:
+            remaining &= ~rows
+            yield rows, entry.level1, entry.level2, entry.hybrid if main_hybrid is not None else None
+    if remaining.any():
+        yield remaining, model_set.level1_calibration, model_set.level2_calibration, main_hybrid
 
 
 def _opt(value: float) -> float | None:

@@ -75,12 +75,17 @@ def sha256_regular_file(path: str | Path) -> str:
 
 
 def model_version(manifest: dict[str, Any]) -> str:
-    """Content version: a hash of what changes grades (artifacts, profile, calibrations, rules, hybrid).
+    """Content version: a hash of what changes grades (artifacts, profile, calibrations, rules, hybrid,
+    the short-clip calibrations and the window long recordings are cut into).
 
-    `hybrid` joins the hash only when present, so sets written before it keep their versions."""
+    The later sections join the hash only when present, so sets written before them keep their versions."""
     content = {k: manifest.get(k) for k in ("artifacts", "profile", "level1", "level2")}
-    if "hybrid" in manifest:
-        content["hybrid"] = manifest["hybrid"]
+    for key in ("hybrid", "short_clips"):
+        if key in manifest:
+            content[key] = manifest[key]
+    window = (manifest.get("training") or {}).get("clip_seconds")
+    if window is not None:
+        content["clip_seconds"] = window
     return sha256_bytes(json.dumps(content, sort_keys=True).encode())[:12]
 
 

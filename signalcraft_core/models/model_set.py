@@ -12,6 +12,7 @@ from typing import Any
 from signalcraft_core.dsp.features import FeatureConfig
 from signalcraft_core.errors import ModelError
 from signalcraft_core.models.calibration import Calibration
+from signalcraft_core.models.clip_length import LengthCalibrations
 from signalcraft_core.models.manifest import read_manifest, verify_artifacts
 
 LEVEL1_ARTIFACT = "level1"
@@ -30,6 +31,7 @@ class ModelSet:
     level1_pipeline: Any = None
     level1_calibration: Calibration | None = None
     rules: Any = None
+    short_clips: tuple[LengthCalibrations, ...] = ()  # calibrations for clips much shorter than the window
     set_name: str = ""  # where the store found it: "site-a/pump/id_00", "pump/id_00", "pump", "default" or ""
 
     @property
@@ -148,6 +150,10 @@ def load_model_set(model_dir: str | Path, manifest: dict[str, Any] | None = None
             model_set.rules = RuleSet.from_dict(level1["rules"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{root}: manifest level1.rules are invalid ({exc!r})") from None
+    try:
+        model_set.short_clips = tuple(LengthCalibrations.from_dict(d) for d in manifest.get("short_clips") or ())
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{root}: manifest short_clips are invalid ({exc!r})") from None
     if not (model_set.has_level1 or model_set.has_level2):
         raise ModelError(f"{root}: the manifest names neither a Level-1 nor a Level-2 model")
     return model_set

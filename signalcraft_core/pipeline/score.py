@@ -29,14 +29,13 @@ from signalcraft_core.io.audio import (
     AudioConfig,
     decode_wav,
 )
+from signalcraft_core.models.clip_length import window_seconds
 from signalcraft_core.models.decision import decide, levels_used
 from signalcraft_core.models.grading import grade
 from signalcraft_core.models.model_set import ModelSet
 
 log = logging.getLogger(__name__)
 
-#: The model's clip length when neither the manifest's `training.clip_seconds` nor the profile says.
-DEFAULT_WINDOW_SECONDS = 10.0
 #: A recording up to this many windows long is graded whole (a 12 s clip scores as it always did).
 WHOLE_UP_TO_WINDOWS = 1.5
 
@@ -174,15 +173,6 @@ def score_audio(model_set: ModelSet, audios: Sequence[Audio], preference: str | 
             )
         )
     return out
-
-
-def window_seconds(model_set: ModelSet) -> float:
-    """The clip length a model set was trained on: manifest `training.clip_seconds`, the profile's, else 10 s."""
-    training = model_set.manifest.get("training") if isinstance(model_set.manifest, dict) else None
-    for value in ((training or {}).get("clip_seconds"), getattr(model_set.profile, "clip_seconds", None)):
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
-            return float(value)
-    return DEFAULT_WINDOW_SECONDS
 
 
 def windows(n: int, window: int) -> list[slice]:

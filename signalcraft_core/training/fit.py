@@ -32,6 +32,7 @@ from signalcraft_core.models.calibration import (
     HybridCalibration,
     fit_calibration,
 )
+from signalcraft_core.models.clip_length import MIN_CUTS, LengthCalibrations, cut_lengths, cuts
 from signalcraft_core.models.forest import CompiledForest
 from signalcraft_core.models.grading import CRITICAL_SCORE, HYBRID_RULES, WARNING_SCORE
 from signalcraft_core.models.level1 import iforest_raw_score
@@ -132,22 +133,64 @@ def fold_indices(n: int, folds: int, seed: int) -> list[np.ndarray]:
     return [order[k::folds] for k in range(folds)]
 
 
+@dataclass(frozen=True)
+class ClipCuts:
+    """Cuts of the training clips at one short length, for the calibrations of clips that short."""
+
+    seconds: float
+    inputs: ClipInputs      # both levels' features of every cut
+    source: np.ndarray      # (cuts,) index of the training clip each cut was taken from
+
+
+def short_clip_cuts(signals: Sequence[np.ndarray], profile: FeatureConfig, window_s: float) -> list[ClipCuts]:
+    """The training clips cut at each of the window's short lengths (models/clip_length.py)."""
+    out = []
+    for seconds in cut_lengths(window_s):
+        size = round(seconds * profile.sample_rate)
+        pieces = [(i, x[span]) for i, x in enumerate(signals) for span in cuts(len(x), size)]
+        if len(pieces) >= MIN_CUTS:
+            inputs = featurise([x for _, x in pieces], profile, profile.sample_rate, rules=False)
+            out.append(ClipCuts(seconds, inputs, np.array([i for i, _ in pieces], dtype=np.intp)))
+    return out
+
+
 def out_of_fold_scores(data: ClipInputs, options: TrainingOptions, n_mels: int,
-                       progress: ProgressCallback | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Raw Level-1 and Level-2 scores of every clip from models that did not train on it (production engines)."""
+                       progress: ProgressCallback | None = None, short: Sequence[ClipCuts] = (),
+                       ) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """Raw Level-1 and Level-2 scores of every clip, and of every cut in `short`, from models that did not
+    train on the clip (production engines)."""
     n = data.level2.shape[0]
     folds = max(2, min(options.folds, n))
     oof_l2 = np.full(n, np.nan)
     oof_l1 = np.full(n, np.nan)
+    oof_cuts = [(np.full(len(c.source), np.nan), np.full(len(c.source), np.nan)) for c in short]
     for k, held in enumerate(fold_indices(n, folds, options.seed)):
         fit_idx = np.setdiff1d(np.arange(n), held)
         module, _ = train_autoencoder(data.level2[fit_idx], options.train)
-        oof_l2[held] = score_level2(production_engine(module), data.level2[held], n_mels).mse
+        engine = production_engine(module)
+        oof_l2[held] = score_level2(engine, data.level2[held], n_mels).mse
         forest = fit_level1(data.level1[fit_idx], options).production_forest()
         oof_l1[held] = iforest_raw_score(forest, data.level1[held])
+        for c, (l1, l2) in zip(short, oof_cuts):
+            rows = np.flatnonzero(np.isin(c.source, held))
+            if rows.size:
+                l2[rows] = score_level2(engine, c.inputs.level2[rows], n_mels).mse
+                l1[rows] = iforest_raw_score(forest, c.inputs.level1[rows])
         if progress:
             progress("calibrate", k + 1, folds)
-    return oof_l1, oof_l2
+    return oof_l1, oof_l2, oof_cuts
+
+
+def fit_length_calibrations(seconds: float, oof_l1: np.ndarray, oof_l2: np.ndarray,
+                            options: TrainingOptions) -> LengthCalibrations | None:
+    """One short length's calibrations from its cuts' out-of-fold scores; None when they cannot be fitted."""
+    try:
+        cal2 = fit_calibration(oof_l2, options.warning_rate, options.critical_rate, options.calibration)
+        cal1 = fit_calibration(oof_l1, options.warning_rate, options.critical_rate, options.calibration)
+        hybrid = fit_hybrid_calibration(oof_l1, oof_l2, cal1, cal2, options)
+    except ValueError:  # e.g. all cuts scored alike: the window's calibrations grade such clips
+        return None
+    return LengthCalibrations(seconds=seconds, level1=cal1, level2=cal2, hybrid=hybrid)
 
 
 def jittered(descriptors: np.ndarray, samples: int, jitter: float, seed: int) -> np.ndarray:
@@ -202,19 +245,23 @@ class FittedLevels:
     has_level1: bool = True
     has_level2: bool = True
     hybrid_calibration: HybridCalibration | None = None
+    short_clips: tuple[LengthCalibrations, ...] = ()
 
 
 def fit_levels(data: ClipInputs, options: TrainingOptions, profile: FeatureConfig,
-               progress: ProgressCallback | None = None) -> FittedLevels:
+               progress: ProgressCallback | None = None, short: Sequence[ClipCuts] = ()) -> FittedLevels:
     """Out-of-fold calibration, then both levels and the rules fitted on every clip of `data`.
 
-    `options` should come from `resolve_options`.
+    `short`: cuts of the same clips (`short_clip_cuts`), whose out-of-fold scores calibrate clips of
+    their lengths. `options` should come from `resolve_options`.
     """
     if len(data) < MIN_TRAINING_CLIPS:
         raise ValueError(
             f"training needs at least {MIN_TRAINING_CLIPS} normal clips (out-of-fold calibration), got {len(data)}"
         )
-    oof_l1, oof_l2 = out_of_fold_scores(data, options, profile.n_mels, progress)
+    oof_l1, oof_l2, oof_cuts = out_of_fold_scores(data, options, profile.n_mels, progress, short)
+    fitted_cuts = (fit_length_calibrations(c.seconds, l1, l2, options) for c, (l1, l2) in zip(short, oof_cuts))
+    short_clips = tuple(entry for entry in fitted_cuts if entry is not None)
     cal_l2 = fit_calibration(oof_l2, options.warning_rate, options.critical_rate, options.calibration)
     cal_l1 = fit_calibration(oof_l1, options.warning_rate, options.critical_rate, options.calibration)
     cal_hybrid = fit_hybrid_calibration(oof_l1, oof_l2, cal_l1, cal_l2, options)
@@ -231,7 +278,8 @@ def fit_levels(data: ClipInputs, options: TrainingOptions, profile: FeatureConfi
     return FittedLevels(autoencoder=module, level1=level1, level2_module=production_engine(module),
                         level2_calibration=cal_l2, level1_pipeline=level1.production_forest(),
                         level1_calibration=cal_l1, rules=rules, profile=profile, preference=options.preference,
-                        oof_level1=oof_l1, oof_level2=oof_l2, losses=losses, hybrid_calibration=cal_hybrid)
+                        oof_level1=oof_l1, oof_level2=oof_l2, losses=losses, hybrid_calibration=cal_hybrid,
+                        short_clips=short_clips)
 
 
 def fit_hybrid_calibration(oof_l1: np.ndarray, oof_l2: np.ndarray, cal_l1: Calibration, cal_l2: Calibration,
@@ -271,7 +319,8 @@ def train_model_set(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = featurise(signals, profile)
-    fitted = fit_levels(data, options, profile, progress)
+    window_s = float(np.median(data.seconds))
+    fitted = fit_levels(data, options, profile, progress, short_clip_cuts(signals, profile, window_s))
     module, level1, rules = fitted.autoencoder, fitted.level1, fitted.rules
     cal_l1, cal_l2, oof_l1, oof_l2, losses = (
         fitted.level1_calibration, fitted.level2_calibration, fitted.oof_level1, fitted.oof_level2, fitted.losses
@@ -310,8 +359,10 @@ def train_model_set(
             "rules": rules.to_dict(),
         },
         **({"hybrid": cal_hybrid.to_dict()} if cal_hybrid is not None else {}),
+        **({"short_clips": [entry.to_dict() for entry in fitted.short_clips]} if fitted.short_clips else {}),
         "training": {
             "clips": len(signals),
+            "clip_seconds": window_s,
             "files_sha256": sha256_bytes("\n".join(sorted(str(f) for f in source_files)).encode()),
             "date": dt.date.today().isoformat(),
             "folds": options.folds,

@@ -1,0 +1,100 @@
+"""Clips shorter than the model's window, graded on the same false-alarm scale as whole windows.
+
+The models pool a whole clip's frames into one vector. A 2 s clip's vector is noisier than a 10 s
+clip's, so normal machines score more widely spread; graded with the window's calibrations, 2 s cuts
+of the DCASE valve test normals reached WARNING on 10 of 100 cuts where 1 % was promised
+(bench/evaluate_real.py). So training also scores out-of-fold *cuts* of its normal clips at a few
+shorter lengths (SHORT_CLIP_FRACTIONS of the window, at most MAX_CUTS_PER_CLIP cuts of a clip, side
+by side from its start) and fits each level's calibration on them: the manifest's `short_clips`
+section, one entry per length.
+
+Serving (models/decision.py) grades a clip shorter than FULL_WINDOW_FROM windows with the entry of
+the longest cut length it reaches, or the shortest entry when it is shorter than all of them. A clip
+between two lengths takes the shorter length's wider spread: it errs towards fewer false alarms. The
+ranking of clips of one length is the same either way (the calibrations are monotone); what changes
+is that 50 and 80 mean the configured rates at that length too.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from signalcraft_core.models.calibration import Calibration, HybridCalibration
+
+#: The model's clip length when neither the manifest's `training.clip_seconds` nor the profile says.
+DEFAULT_WINDOW_SECONDS = 10.0
+#: Cut lengths that get calibrations of their own, as fractions of the window (2 s and 5 s of 10 s).
+SHORT_CLIP_FRACTIONS = (0.2, 0.5)
+#: Clips of at least this many windows are graded with the window's own calibrations.
+FULL_WINDOW_FROM = 0.75
+#: Cuts taken from one training clip per length (side by side from its start).
+MAX_CUTS_PER_CLIP = 5
+#: Fewer out-of-fold cuts than this and the length gets no calibration (fit_calibration needs 3).
+MIN_CUTS = 3
+
+
+@dataclass(frozen=True)
+class LengthCalibrations:
+    """The calibrations for clips of about `seconds`: fitted on out-of-fold cuts of that length."""
+
+    seconds: float
+    level1: Calibration | None = None
+    level2: Calibration | None = None
+    hybrid: HybridCalibration | None = None
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.seconds) and self.seconds > 0):
+            raise ValueError(f"short-clip length must be a positive number of seconds, not {self.seconds!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"seconds": float(self.seconds)}
+        for name in ("level1", "level2", "hybrid"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LengthCalibrations":
+        return cls(seconds=float(d["seconds"]),
+                   level1=Calibration.from_dict(d["level1"]) if d.get("level1") else None,
+                   level2=Calibration.from_dict(d["level2"]) if d.get("level2") else None,
+                   hybrid=HybridCalibration.from_dict(d["hybrid"]) if d.get("hybrid") else None)
+
+
+def window_seconds(model_set: Any) -> float:
+    """The clip length a model set was trained on: manifest `training.clip_seconds`, the profile's, else 10 s."""
+    manifest = getattr(model_set, "manifest", None)
+    training = manifest.get("training") if isinstance(manifest, dict) else None
+    for value in ((training or {}).get("clip_seconds"), getattr(getattr(model_set, "profile", None), "clip_seconds", None)):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
+            return float(value)
+    return DEFAULT_WINDOW_SECONDS
+
+
+def cut_lengths(window_s: float) -> tuple[float, ...]:
+    """The short lengths (seconds) training calibrates for a model of this window."""
+    return tuple(round(f * window_s, 3) for f in SHORT_CLIP_FRACTIONS)
+
+
+def cuts(n_samples: int, cut: int) -> list[slice]:
+    """Side-by-side cuts of `cut` samples from a clip's start, at most MAX_CUTS_PER_CLIP."""
+    if cut <= 0:
+        return []
+    return [slice(k * cut, (k + 1) * cut) for k in range(min(n_samples // cut, MAX_CUTS_PER_CLIP))]
+
+
+def choose(seconds: np.ndarray | None, window_s: float, lengths: Sequence[LengthCalibrations]) -> np.ndarray:
+    """Per clip, the index into `lengths` whose calibrations grade it, or -1 for the window's own."""
+    if seconds is None or not lengths:
+        return np.full(0 if seconds is None else len(seconds), -1, dtype=np.intp)
+    s = np.asarray(seconds, dtype=np.float64)
+    order = np.argsort([entry.seconds for entry in lengths], kind="stable")
+    sorted_s = np.array([lengths[i].seconds for i in order])
+    reached = np.searchsorted(sorted_s, s, side="right") - 1       # longest length <= the clip, -1 if none
+    picked = order[np.clip(reached, 0, len(order) - 1)]
+    return np.where(np.isfinite(s) & (s < FULL_WINDOW_FROM * window_s), picked, -1).astype(np.intp)
