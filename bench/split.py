@@ -29,6 +29,9 @@ TYPES = ("valve", "fan", "pump", "slider", "toycar", "toyconveyor")
 #: The sets the accuracy table reports on (mimii-0dB-types has no test normals).
 REPORT_SETS = ("dcase-valve-sec00", "mimii-fan-id00-0dB", *(f"dcase2020/{t}" for t in
                ("fan", "pump", "slider", "valve", "toycar", "toyconveyor")))
+#: Packaged per-machine sets (`<type>/<id>`, what serving picks first for keys `.../<type>/<id>/...`) and the one
+#: real set whose train normals each learns: a machine enrolled with its own normals, beside its type's set.
+MACHINE_SETS = {"valve/section_00": "dcase-valve-sec00"}
 EXCLUDED = {"mimii-0dB-types/fan/id_00/normal/00000000.wav": "identical to mimii-fan-id00-0dB/normal/00000000.wav",
             "mimii-0dB-types/fan/id_00/abnormal/00000000.wav": "identical to mimii-fan-id00-0dB/abnormal/00000000.wav"}
 
@@ -97,9 +100,12 @@ def files(split: dict, *, role: str, set_name: str | None = None, machine_type: 
             and (machine_type is None or c["type"] == machine_type) and (label is None or c["label"] == label)]
 
 
-def train_files(split: dict, machine_type: str | None, data: Path = DATA) -> list[Path]:
-    """The normals a packaged model set trains on: its type's train normals (all types for `default`)."""
-    return files(split, role="train", machine_type=machine_type, label=0, data=data)
+def train_files(split: dict, name: str | None, data: Path = DATA) -> list[Path]:
+    """The normals a packaged model set trains on: its type's train normals (all types for `default`, None),
+    a per-machine set's (MACHINE_SETS) its own set's."""
+    if name in MACHINE_SETS:
+        return files(split, role="train", set_name=MACHINE_SETS[name], label=0, data=data)
+    return files(split, role="train", machine_type=name, label=0, data=data)
 
 
 def counts(split: dict) -> dict[str, dict[str, int]]:

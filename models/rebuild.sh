@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Rebuild the packaged model sets (see models/README.md).
 #   models/rebuild.sh         the real-data sets models/{valve,fan,pump,slider,default}: each trained on its
-#                             type's train normals of the fixed split bench/split.json (../shared/data)
+#                             type's train normals of the fixed split bench/split.json (../shared/data), and
+#                             the machine set models/valve/section_00 on that machine's train normals alone
 #   models/rebuild.sh demo    the synthetic demo sets signalcraft_core/local/demo_models/{pump,fan,slider,valve,default}
 # Each manifest records the exact `signalcraft train` command that produced it.
 set -euo pipefail
@@ -29,9 +30,10 @@ if [ "${1:-real}" = demo ]; then
 fi
 [ -d ../shared/data ] || { echo "../shared/data is absent: the real-data sets need it" >&2; exit 1; }
 "$PY" bench/split.py --check
-for type in valve fan pump slider default; do
-  mapfile -t clips < <("$PY" bench/split.py --train "$type")
-  rm -rf "models/$type"
-  "$SC" train "${clips[@]}" --out "models/$type" --machine-type "$type" --name "$type-real" -q
+# Type sets first: rebuilding models/valve removes the machine sets below it.
+for name in valve fan pump slider default valve/section_00; do
+  mapfile -t clips < <("$PY" bench/split.py --train "$name")
+  rm -rf "models/$name"
+  "$SC" train "${clips[@]}" --out "models/$name" --machine-type "${name%%/*}" --name "${name//\//-}-real" -q
 done
 du -sh models

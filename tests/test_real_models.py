@@ -32,10 +32,13 @@ def store():
 
 
 def test_packaged_sets_are_the_real_data_sets_and_the_demo_sets_live_apart(store):
-    assert store.set_names() == ["default", "fan", "pump", "slider", "valve"]
+    assert store.set_names() == ["default", "fan", "pump", "slider", "valve", "valve/section_00"]
     for name in store.set_names():
-        assert store.get(name).name == f"{name}-real"
-        assert "hybrid" in store.get(name).manifest
+        assert store.load(name).name == f"{name.replace('/', '-')}-real"
+        assert "hybrid" in store.load(name).manifest and "short_clips" in store.load(name).manifest
+    # the machine set grades its machine's keys; any other valve gets the type set
+    assert store.for_key("plant-1/valve/section_00/rec-0001.wav")[0].set_name == "valve/section_00"
+    assert store.for_key("plant-1/valve/section_01/rec-0001.wav")[0].set_name == "valve"
     from signalcraft_core.local.demo import DEMO_MODELS
 
     demo = sorted(p.parent.name for p in DEMO_MODELS.glob("*/manifest.json"))
@@ -64,9 +67,11 @@ def test_no_packaged_set_grades_a_real_normal_recording_critical(shared_data: Pa
 
     normals = {rel: c for rel, c in split["clips"].items() if c["label"] == 0}
     checked = 0
-    for name in store.set_names():
-        mine = [rel for rel, c in normals.items() if name == "default" or c["type"] == name]
-        results = score_payloads(store.get(name), [(shared_data / rel).read_bytes() for rel in mine])
+    for name in store.set_names():   # a machine set (MACHINE_SETS) on its own machine's recordings, as serving
+        machine = split_module.MACHINE_SETS.get(name)
+        mine = [rel for rel, c in normals.items()
+                if (c["set"] == machine if machine else name == "default" or c["type"] == name)]
+        results = score_payloads(store.load(name), [(shared_data / rel).read_bytes() for rel in mine])
         critical = [(rel, r.score) for rel, r in zip(mine, results) if r.status != "ok" or r.grade == "CRITICAL"]
         assert not critical, (name, critical)
         checked += len(mine)
@@ -92,6 +97,12 @@ def test_readme_accuracy_figures_are_recomputed_from_the_packaged_models(split: 
     # 2 s cuts of the test normals are graded on their own calibrations: WARNING within 2x the configured 1 %
     two = fresh["pooled"]["2"]["hybrid"]
     assert two["clips"] == 235 and two["warning"] / two["clips"] <= 2 * 0.01
+    # the enrolled machine's own set raises alarms on its anomalies that the pooled type set, calibrated on
+    # other valves too, does not, and still none on its normals
+    machine = fresh["sets"]["dcase-valve-sec00@valve/section_00"]["lengths"]["10"]["hybrid"]
+    pooled_type = fresh["sets"]["dcase-valve-sec00"]["lengths"]["10"]["hybrid"]
+    assert machine["warning_anomalous"] >= machine["n_anomalous"] / 2 > pooled_type["warning_anomalous"]
+    assert machine["warning_normal"] == 0
     _, rows = evaluate_real.table(fresh)
     md = (ROOT / "bench" / "results" / "accuracy.md").read_text()
     for row in rows:
