@@ -6,8 +6,8 @@ Tuning and reporting are separate (bench/split.py, committed as bench/split.json
   on the type's train normals (the shipped recipe) and every candidate rule scores the dev clips.
 - test: the packaged model sets in models/ (trained by models/rebuild.sh on the train normals only;
   their manifests' file hashes are checked against the split) score the test clips whole (10 s) and
-  cut side by side into 5 s and 2 s pieces (every cut is graded: the first 2 s of a valve clip are
-  kinder than the rest). A type without its own set (toycar, toyconveyor) is graded by `default`, as
+  cut into 5 s, 2 s and 1 s pieces (models/clip_length.cuts: 2, 5 and 5 per clip, spread evenly over
+  it; every cut is graded: the first 2 s of a valve clip are kinder than the rest). A type without its own set (toycar, toyconveyor) is graded by `default`, as
   serving does.
 
 Per set and length: AUC, pAUC(0.1) and WARNING rates on normal and anomalous clips for level1, level2
@@ -36,7 +36,7 @@ from split import DATA, MACHINE_SETS, REPORT_SETS, TYPES, files, load_split, tra
 
 NAME = "accuracy"
 MODELS = ROOT / "models"
-LENGTHS_S = (10, 5, 2)
+LENGTHS_S = (10, 5, 2, 1)
 LEVELS = ("level1", "level2", "hybrid")
 #: Hybrid candidates compared on dev: (rule, Level-1 weight); "max" = the more severe level, uncalibrated.
 CANDIDATES = (("max", 1.0), ("sidak", 1.0), ("fisher", 1.0), ("fisher", 0.5), ("fisher", 0.25), ("fisher", 0.0))
@@ -234,10 +234,10 @@ def main(argv: list[str] | None = None) -> int:
         "against the split. toycar / toyconveyor have no set of their own and are graded by `default`. "
         "The machine set `valve/section_00` (what serving picks for keys `.../valve/section_00/...`) trained on that "
         "machine's train normals alone; its rows follow the type sets' and are not in the pooled lines.",
-        "Lengths: each test clip whole (10 s), and cut side by side into 5 s and 2 s pieces (2 and 5 cuts per clip; "
-        "the counts in the WARN / CRIT columns and the pooled lines are cuts), all graded by the 10 s-trained "
-        "models, whose manifests carry calibrations for 2 s and 5 s clips fitted on out-of-fold cuts of the "
-        "training normals (`models/clip_length.py`).",
+        "Lengths: each test clip whole (10 s), and cut into 5 s, 2 s and 1 s pieces (2, 5 and 5 cuts per clip, "
+        "spread evenly over it; the counts in the WARN / CRIT columns and the pooled lines are cuts), all graded "
+        "by the 10 s-trained models, whose manifests carry calibrations for 1 s, 2 s and 5 s clips fitted on "
+        "out-of-fold cuts of the training normals (`models/clip_length.py`).",
         "L1 = IsolationForest on descriptors + rules; L2 = autoencoder on pooled log-mel; hybrid = the graded "
         f"score: `{defaults.hybrid_rule}` merge of the levels' tail probabilities with Level-1 weight "
         f"{defaults.hybrid_level1_weight:g}, calibrated out-of-fold on the training normals, never below a sensor-fault rule (clipping, dead sensor, DC offset).",

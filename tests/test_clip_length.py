@@ -34,11 +34,14 @@ def test_a_clip_takes_the_longest_length_it_reaches_and_whole_windows_keep_their
     assert choose(None, 10.0, lengths).size == 0
 
 
-def test_cuts_lie_side_by_side_from_the_start_and_are_capped():
-    assert cut_lengths(10.0) == (2.0, 5.0) and cut_lengths(11.0) == (2.2, 5.5)
-    assert cuts(160_000, 32_000) == [slice(k * 32_000, (k + 1) * 32_000) for k in range(5)]
-    assert cuts(100_000, 40_000) == [slice(0, 40_000), slice(40_000, 80_000)]
-    assert len(cuts(10**7, 32_000)) == MAX_CUTS_PER_CLIP
+def test_cuts_spread_over_the_clip_without_overlap_and_are_capped():
+    assert cut_lengths(10.0) == (1.0, 2.0, 5.0) and cut_lengths(11.0) == (1.1, 2.2, 5.5)
+    assert cuts(160_000, 32_000) == [slice(k * 32_000, (k + 1) * 32_000) for k in range(5)]   # they tile it
+    assert cuts(100_000, 40_000) == [slice(0, 40_000), slice(60_000, 100_000)]
+    assert cuts(50_000, 40_000) == [slice(0, 40_000)]
+    spread = cuts(160_000, 16_000)   # 1 s of 10 s: every phase of the clip, not its first 5 s
+    assert len(spread) == MAX_CUTS_PER_CLIP and spread[0].start == 0 and spread[-1].stop == 160_000
+    assert all(a.stop <= b.start for a, b in zip(spread, spread[1:]))
     assert cuts(10_000, 32_000) == [] and cuts(10_000, 0) == []
 
 
@@ -67,25 +70,27 @@ def test_training_records_the_window_and_calibrations_for_short_clips(trained):
     manifest = json.loads((root / "manifest.json").read_text())
     assert manifest["training"]["clip_seconds"] == 10.0
     entries = manifest["short_clips"]
-    assert [e["seconds"] for e in entries] == [2.0, 5.0]
-    for e in entries:   # every out-of-fold cut: 12 clips x 5 (2 s) or x 2 (5 s)
-        want = 12 * (5 if e["seconds"] == 2.0 else 2)
+    assert [e["seconds"] for e in entries] == [1.0, 2.0, 5.0]
+    for e in entries:   # every out-of-fold cut: 12 clips x 5 (1 s, 2 s) or x 2 (5 s)
+        want = 12 * (2 if e["seconds"] == 5.0 else 5)
         assert e["level2"]["n_clips"] == e["level1"]["n_clips"] == e["hybrid"]["calibration"]["n_clips"] == want
     model_set = load_model_set(root)
-    assert [e.seconds for e in model_set.short_clips] == [2.0, 5.0]
+    assert [e.seconds for e in model_set.short_clips] == [1.0, 2.0, 5.0]
 
 
 def test_a_short_clip_is_graded_by_its_length_calibrations_and_a_whole_one_by_the_window(trained):
     root, signals = trained
     model_set = load_model_set(root)
     clips = [synthesize_clip("pump", None, np.random.default_rng(900), 10.0)]
-    clips += [clips[0][:32_000], clips[0][:64_000], clips[0][:80_000], clips[0][:120_000]]  # 10, 2, 4, 5, 7.5 s
-    inputs = featurise(clips, model_set.profile)
+    clips += [clips[0][:32_000], clips[0][:64_000], clips[0][:80_000], clips[0][:120_000], clips[0][:20_000]]
+    inputs = featurise(clips, model_set.profile)   # 10, 2, 4, 5, 7.5 and 1.25 s
     d = decide(model_set, inputs)
-    two, five = model_set.short_clips
+    one, two, five = model_set.short_clips
     assert d.level2[0] == pytest.approx(float(model_set.level2_calibration.score(d.level2_mse[0])))
+    assert d.hits[0] == model_set.rules.evaluate(inputs.stats[0])
     assert d.level2[4] == pytest.approx(float(model_set.level2_calibration.score(d.level2_mse[4])))
-    for i, entry in ((1, two), (2, two), (3, five)):
+    for i, entry in ((1, two), (2, two), (3, five), (5, one)):
+        assert entry.rules is not None and d.hits[i] == entry.rules.evaluate(inputs.stats[i])
         assert d.level2[i] == pytest.approx(float(entry.level2.score(d.level2_mse[i])))
         assert d.iforest_calibrated[i] == pytest.approx(float(entry.level1.score(d.iforest_raw[i])))
         z1, z2 = entry.level1.decades(d.iforest_raw[i]), entry.level2.decades(d.level2_mse[i])
@@ -94,7 +99,7 @@ def test_a_short_clip_is_graded_by_its_length_calibrations_and_a_whole_one_by_th
     whole = decide(dataclasses.replace(model_set, short_clips=()), inputs)
     assert whole.level2_mse[1] == d.level2_mse[1] and whole.level2[1] != pytest.approx(d.level2[1])
     # an entry missing a calibration the grading needs is not used: the window's grades those clips
-    partial = dataclasses.replace(model_set, short_clips=(dataclasses.replace(two, hybrid=None), five))
+    partial = dataclasses.replace(model_set, short_clips=(one, dataclasses.replace(two, hybrid=None), five))
     p = decide(partial, inputs)
     assert p.final[1] == pytest.approx(whole.final[1]) and p.final[3] == pytest.approx(d.final[3])
 

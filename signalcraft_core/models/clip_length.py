@@ -4,9 +4,10 @@ The models pool a whole clip's frames into one vector. A 2 s clip's vector is no
 clip's, so normal machines score more widely spread; graded with the window's calibrations, 2 s cuts
 of the DCASE valve test normals reached WARNING on 10 of 100 cuts where 1 % was promised
 (bench/evaluate_real.py). So training also scores out-of-fold *cuts* of its normal clips at a few
-shorter lengths (SHORT_CLIP_FRACTIONS of the window, at most MAX_CUTS_PER_CLIP cuts of a clip, side
-by side from its start) and fits each level's calibration on them: the manifest's `short_clips`
-section, one entry per length.
+shorter lengths (SHORT_CLIP_FRACTIONS of the window, at most MAX_CUTS_PER_CLIP cuts of a clip, spread
+evenly over it: a cyclic machine's cuts see every phase of its cycle), fits each level's calibration
+on them and learns the rules' ranges from them: the manifest's `short_clips` section, one entry per
+length.
 
 Serving (models/decision.py) grades a clip shorter than FULL_WINDOW_FROM windows with the entry of
 the longest cut length it reaches, or the shortest entry when it is shorter than all of them. A clip
@@ -24,14 +25,16 @@ from typing import Any, Sequence
 import numpy as np
 
 from signalcraft_core.models.calibration import Calibration, HybridCalibration
+from signalcraft_core.models.rules import RuleSet
 
 #: The model's clip length when neither the manifest's `training.clip_seconds` nor the profile says.
 DEFAULT_WINDOW_SECONDS = 10.0
-#: Cut lengths that get calibrations of their own, as fractions of the window (2 s and 5 s of 10 s).
-SHORT_CLIP_FRACTIONS = (0.2, 0.5)
+#: Cut lengths that get calibrations of their own, as fractions of the window (1, 2 and 5 s of 10 s; the
+#: decoder's shortest recording is 1 s).
+SHORT_CLIP_FRACTIONS = (0.1, 0.2, 0.5)
 #: Clips of at least this many windows are graded with the window's own calibrations.
 FULL_WINDOW_FROM = 0.75
-#: Cuts taken from one training clip per length (side by side from its start).
+#: Cuts taken from one training clip per length, spread evenly over it (side by side when they tile it).
 MAX_CUTS_PER_CLIP = 5
 #: Fewer out-of-fold cuts than this and the length gets no calibration (fit_calibration needs 3).
 MIN_CUTS = 3
@@ -39,12 +42,14 @@ MIN_CUTS = 3
 
 @dataclass(frozen=True)
 class LengthCalibrations:
-    """The calibrations for clips of about `seconds`: fitted on out-of-fold cuts of that length."""
+    """The calibrations for clips of about `seconds`, fitted on out-of-fold cuts of that length, and the rule
+    ranges learned from those cuts (a 1 s cut's band shares spread wider than a 10 s clip's)."""
 
     seconds: float
     level1: Calibration | None = None
     level2: Calibration | None = None
     hybrid: HybridCalibration | None = None
+    rules: RuleSet | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.seconds) and self.seconds > 0):
@@ -52,7 +57,7 @@ class LengthCalibrations:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"seconds": float(self.seconds)}
-        for name in ("level1", "level2", "hybrid"):
+        for name in ("level1", "level2", "hybrid", "rules"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value.to_dict()
@@ -63,7 +68,8 @@ class LengthCalibrations:
         return cls(seconds=float(d["seconds"]),
                    level1=Calibration.from_dict(d["level1"]) if d.get("level1") else None,
                    level2=Calibration.from_dict(d["level2"]) if d.get("level2") else None,
-                   hybrid=HybridCalibration.from_dict(d["hybrid"]) if d.get("hybrid") else None)
+                   hybrid=HybridCalibration.from_dict(d["hybrid"]) if d.get("hybrid") else None,
+                   rules=RuleSet.from_dict(d["rules"]) if d.get("rules") else None)
 
 
 def window_seconds(model_set: Any) -> float:
@@ -82,10 +88,13 @@ def cut_lengths(window_s: float) -> tuple[float, ...]:
 
 
 def cuts(n_samples: int, cut: int) -> list[slice]:
-    """Side-by-side cuts of `cut` samples from a clip's start, at most MAX_CUTS_PER_CLIP."""
-    if cut <= 0:
+    """Non-overlapping cuts of `cut` samples spread evenly over a clip, first at its start, last at its end
+    (side by side when they tile it), at most MAX_CUTS_PER_CLIP."""
+    count = min(n_samples // cut, MAX_CUTS_PER_CLIP) if cut > 0 else 0
+    if count == 0:
         return []
-    return [slice(k * cut, (k + 1) * cut) for k in range(min(n_samples // cut, MAX_CUTS_PER_CLIP))]
+    starts = [0] if count == 1 else [round(k * (n_samples - cut) / (count - 1)) for k in range(count)]
+    return [slice(s, s + cut) for s in starts]
 
 
 def choose(seconds: np.ndarray | None, window_s: float, lengths: Sequence[LengthCalibrations]) -> np.ndarray:

@@ -17,7 +17,7 @@ so what is measured is what is served.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -25,7 +25,7 @@ import numpy as np
 from signalcraft_core.dsp.inputs import ClipInputs
 from signalcraft_core.errors import ModelError
 from signalcraft_core.models.calibration import HybridCalibration, decades_of_score
-from signalcraft_core.models.clip_length import choose, window_seconds
+from signalcraft_core.models.clip_length import LengthCalibrations, choose, window_seconds
 from signalcraft_core.models.grading import combine
 from signalcraft_core.models.level1 import iforest_raw_score
 from signalcraft_core.models.level2 import score_level2
@@ -110,16 +110,17 @@ def decide(model_set: Any, inputs: ClipInputs, preference: str | None = None) ->
     if_raw = nan
     hits: list[list[RuleHit]] = [[] for _ in range(n)]
     forest = use_level1 and model_set.level1_pipeline is not None
-    if use_level1:
-        if forest:
-            if_raw = iforest_raw_score(model_set.level1_pipeline, inputs.level1)
-        if model_set.rules is not None:
-            hits = [model_set.rules.evaluate(s) for s in inputs.stats]
+    if forest:
+        if_raw = iforest_raw_score(model_set.level1_pipeline, inputs.level1)
     out = {key: np.full(n, np.nan) for key in ("final", "level1", "level2", "if_score", "hybrid")}
     main_hybrid = hybrid_applies(model_set, preference)
-    for rows, cal1, cal2, hybrid_cal in _calibrations(model_set, inputs, main_hybrid, use_level1 and forest, use_level2):
+    for rows, scale in _scales(model_set, inputs, main_hybrid, forest, use_level2):
+        cal1, cal2, hybrid_cal = scale.level1, scale.level2, scale.hybrid
         if use_level2:
             out["level2"][rows] = cal2.score(level2_mse[rows])
+        if use_level1 and scale.rules is not None:
+            for i in np.flatnonzero(rows):
+                hits[i] = scale.rules.evaluate(inputs.stats[i])
         row_hits = [hits[i] for i in np.flatnonzero(rows)]
         if use_level1:
             if forest:
@@ -140,16 +141,17 @@ def decide(model_set: Any, inputs: ClipInputs, preference: str | None = None) ->
                     hybrid=None if main_hybrid is None else out["hybrid"])
 
 
-def _calibrations(model_set: Any, inputs: ClipInputs, main_hybrid: HybridCalibration | None, forest: bool,
-                  level2: bool) -> Iterator[tuple[np.ndarray, Any, Any, HybridCalibration | None]]:
-    """(rows, Level-1, Level-2 and hybrid calibrations) covering every clip once: each short length's, then the window's.
+def _scales(model_set: Any, inputs: ClipInputs, main_hybrid: HybridCalibration | None, forest: bool,
+            level2: bool) -> Iterator[tuple[np.ndarray, LengthCalibrations]]:
+    """(rows, the calibrations and rule ranges that grade them), covering every clip once: each short
+    length's entry for its clips, then the window's own for the rest.
 
-    A length entry grades its clips only when it carries every calibration the window's grading uses.
+    An entry grades its clips only when it carries every calibration the window's grading uses; an
+    entry without rule ranges (older sets) uses the window's.
     """
     n = len(inputs)
     lengths = tuple(getattr(model_set, "short_clips", ()) or ())
-    seconds = getattr(inputs, "seconds", None)
-    choice = choose(seconds, window_seconds(model_set), lengths)
+    choice = choose(getattr(inputs, "seconds", None), window_seconds(model_set), lengths)
     if choice.size != n:
         choice = np.full(n, -1, dtype=np.intp)
     remaining = np.ones(n, dtype=bool)
@@ -159,9 +161,12 @@ def _calibrations(model_set: Any, inputs: ClipInputs, main_hybrid: HybridCalibra
                     and (entry.hybrid is not None or main_hybrid is None))
         if rows.any() and complete:
             remaining &= ~rows
-            yield rows, entry.level1, entry.level2, entry.hybrid if main_hybrid is not None else None
+            yield rows, replace(entry, hybrid=entry.hybrid if main_hybrid is not None else None,
+                                rules=entry.rules if entry.rules is not None else model_set.rules)
     if remaining.any():
-        yield remaining, model_set.level1_calibration, model_set.level2_calibration, main_hybrid
+        yield remaining, LengthCalibrations(window_seconds(model_set), level1=model_set.level1_calibration,
+                                            level2=model_set.level2_calibration, hybrid=main_hybrid,
+                                            rules=model_set.rules)
 
 
 def _opt(value: float) -> float | None:

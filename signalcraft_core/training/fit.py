@@ -149,7 +149,7 @@ def short_clip_cuts(signals: Sequence[np.ndarray], profile: FeatureConfig, windo
         size = round(seconds * profile.sample_rate)
         pieces = [(i, x[span]) for i, x in enumerate(signals) for span in cuts(len(x), size)]
         if len(pieces) >= MIN_CUTS:
-            inputs = featurise([x for _, x in pieces], profile, profile.sample_rate, rules=False)
+            inputs = featurise([x for _, x in pieces], profile, profile.sample_rate)
             out.append(ClipCuts(seconds, inputs, np.array([i for i, _ in pieces], dtype=np.intp)))
     return out
 
@@ -181,16 +181,18 @@ def out_of_fold_scores(data: ClipInputs, options: TrainingOptions, n_mels: int,
     return oof_l1, oof_l2, oof_cuts
 
 
-def fit_length_calibrations(seconds: float, oof_l1: np.ndarray, oof_l2: np.ndarray,
+def fit_length_calibrations(cut: ClipCuts, oof_l1: np.ndarray, oof_l2: np.ndarray,
                             options: TrainingOptions) -> LengthCalibrations | None:
-    """One short length's calibrations from its cuts' out-of-fold scores; None when they cannot be fitted."""
+    """One short length's calibrations from its cuts' out-of-fold scores, and rule ranges from the cuts;
+    None when they cannot be fitted."""
     try:
         cal2 = fit_calibration(oof_l2, options.warning_rate, options.critical_rate, options.calibration)
         cal1 = fit_calibration(oof_l1, options.warning_rate, options.critical_rate, options.calibration)
         hybrid = fit_hybrid_calibration(oof_l1, oof_l2, cal1, cal2, options)
     except ValueError:  # e.g. all cuts scored alike: the window's calibrations grade such clips
         return None
-    return LengthCalibrations(seconds=seconds, level1=cal1, level2=cal2, hybrid=hybrid)
+    return LengthCalibrations(seconds=cut.seconds, level1=cal1, level2=cal2, hybrid=hybrid,
+                              rules=RuleSet().fit(cut.inputs.stats))
 
 
 def jittered(descriptors: np.ndarray, samples: int, jitter: float, seed: int) -> np.ndarray:
@@ -260,7 +262,7 @@ def fit_levels(data: ClipInputs, options: TrainingOptions, profile: FeatureConfi
             f"training needs at least {MIN_TRAINING_CLIPS} normal clips (out-of-fold calibration), got {len(data)}"
         )
     oof_l1, oof_l2, oof_cuts = out_of_fold_scores(data, options, profile.n_mels, progress, short)
-    fitted_cuts = (fit_length_calibrations(c.seconds, l1, l2, options) for c, (l1, l2) in zip(short, oof_cuts))
+    fitted_cuts = (fit_length_calibrations(c, l1, l2, options) for c, (l1, l2) in zip(short, oof_cuts))
     short_clips = tuple(entry for entry in fitted_cuts if entry is not None)
     cal_l2 = fit_calibration(oof_l2, options.warning_rate, options.critical_rate, options.calibration)
     cal_l1 = fit_calibration(oof_l1, options.warning_rate, options.critical_rate, options.calibration)
