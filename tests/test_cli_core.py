@@ -60,6 +60,14 @@ def test_train_writes_a_model_from_normal_clips_only(trained):
     assert manifest["level2"]["train"]["epochs"] == 3
 
 
+def test_train_says_which_short_clip_lengths_it_calibrated(trained, tmp_path):
+    """8 clips of 2 s: the window is 2 s; 0.2 / 0.4 s get 5 cuts per clip, 1 s gets 2."""
+    data, _ = trained
+    result = run("train", data / "pump", "--out", tmp_path / "model", "-m", "pump", "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    assert "window 2 s; shorter clips calibrated at 0.2 s (40 cuts), 0.4 s (40 cuts), 1 s (16 cuts)" in result.output
+
+
 def test_score_prints_one_json_record_per_input(trained):
     data, model = trained
     normal = sorted((data / "pump/id_00/normal").glob("*.wav"))[:2]

@@ -378,10 +378,16 @@ def train_model_set(
                 "scikit-learn": sklearn.__version__,
             },
         },
-        "validation": validation_summary(oof_l1, oof_l2, cal_l1, cal_l2, cal_hybrid),
+        "validation": {**validation_summary(oof_l1, oof_l2, cal_l1, cal_l2, cal_hybrid),
+                       "short_clips": [{"seconds": e.seconds, "cuts": _cuts_behind(e)} for e in fitted.short_clips]},
     }
     write_manifest(out, manifest)
     return json.loads((out / "manifest.json").read_text())
+
+
+def _cuts_behind(entry: LengthCalibrations) -> int:
+    """How many out-of-fold cuts a short length's calibrations were fitted on."""
+    return max((c.n_clips for c in (entry.level1, entry.level2) if c is not None), default=0)
 
 
 def validation_summary(oof_l1: np.ndarray, oof_l2: np.ndarray, cal_l1: Calibration, cal_l2: Calibration,

@@ -135,7 +135,10 @@ def _train(data: tuple[str, ...], out: str, endpoint_url: str | None, tmp: Path,
     info(
         f"trained {manifest['name']} v{manifest['version']} on {len(used)} clips ({len(skipped)} skipped) -> {out}\n"
         f"  out-of-fold WARNING rate on normal clips: level1 {val['level1']['warning_rate']:.1%}, "
-        f"level2 {val['level2']['warning_rate']:.1%} (target {warning_rate:.1%})",
+        f"level2 {val['level2']['warning_rate']:.1%} (target {warning_rate:.1%})\n"
+        f"  window {manifest['training']['clip_seconds']:g} s; shorter clips calibrated at "
+        + (", ".join(f"{e['seconds']:g} s ({e['cuts']} cuts)" for e in val.get("short_clips", [])) or "no length")
+        + " (models/clip_length.py)",
         quiet,
     )
 
