@@ -127,3 +127,20 @@ def test_a_malformed_short_clips_section_is_a_model_error(trained, tmp_path):
     manifest["short_clips"] = [{"seconds": -1}]
     with pytest.raises(ModelError, match="short_clips"):
         load_model_set(copy, manifest)
+
+
+def test_the_scoring_pipe_grades_a_short_upload_on_its_length_and_a_long_one_by_windows(trained):
+    """Through score_payloads (what every front door calls): a 2 s WAV on the 2 s entry, a 30 s WAV window by
+    window on the window's own calibrations."""
+    from signalcraft_core.io.audio import encode_wav
+    from signalcraft_core.pipeline.score import score_payloads
+
+    root, _ = trained
+    model_set = load_model_set(root)
+    clip = synthesize_clip("pump", None, np.random.default_rng(77), 30.0)
+    short, long_ = score_payloads(model_set, [encode_wav(clip[:32_000], 16000), encode_wav(clip, 16000)])
+    two = next(e for e in model_set.short_clips if e.seconds == 2.0)
+    assert short.status == "ok" and short.windows == 1
+    assert short.level2_score == pytest.approx(float(two.level2.score(short.level2_mse)))
+    assert long_.windows == 3
+    assert long_.level2_score == pytest.approx(float(model_set.level2_calibration.score(long_.level2_mse)))
