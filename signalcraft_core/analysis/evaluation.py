@@ -4,7 +4,10 @@ Models are trained on normal clips only (exactly as `signalcraft train` does, in
 calibration, then both levels on every training clip), then score normal clips they did not see and
 the anomalous clips. Either a fixed split (train on one set, test on another) or K-fold over the
 normal clips, repeated with different seeds: every fold's model scores its held-out normal clips
-and ALL anomalous clips. Features are computed once per clip and sliced per fold.
+and ALL anomalous clips. Features are computed once per clip and sliced per fold. The in-memory
+models carry no short-clip calibrations (models/clip_length.py: `train` fits them on cuts), so every
+test clip is graded on the window's calibrations: evaluate on clips of the training clips' length
+(bench/evaluate_real.py measures the packaged sets on 1-5 s cuts).
 
 Metrics per level (level1, level2, hybrid), on the product's calibrated 0-100 scores:
 
