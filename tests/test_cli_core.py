@@ -61,11 +61,11 @@ def test_train_writes_a_model_from_normal_clips_only(trained):
 
 
 def test_train_says_which_short_clip_lengths_it_calibrated(trained, tmp_path):
-    """8 clips of 2 s: the window is 2 s; 0.2 / 0.4 s get 5 cuts per clip, 1 s gets 2."""
+    """8 clips of 2 s: the window is 2 s; only 1 s is both shorter than 1.5 s and a length the decoder takes."""
     data, _ = trained
     result = run("train", data / "pump", "--out", tmp_path / "model", "-m", "pump", "--epochs", "2")
     assert result.exit_code == 0, result.output
-    assert "window 2 s; shorter clips calibrated at 0.2 s (40 cuts), 0.4 s (40 cuts), 1 s (16 cuts)" in result.output
+    assert "window 2 s; shorter clips calibrated at 1 s (16 cuts) (models/clip_length.py)" in result.output
 
 
 def test_score_prints_one_json_record_per_input(trained):

@@ -35,7 +35,8 @@ def test_a_clip_takes_the_longest_length_it_reaches_and_whole_windows_keep_their
 
 
 def test_cuts_spread_over_the_clip_without_overlap_and_are_capped():
-    assert cut_lengths(10.0) == (1.0, 2.0, 5.0) and cut_lengths(11.0) == (1.1, 2.2, 5.5)
+    assert cut_lengths(10.0) == (1.0, 2.0, 5.0) and cut_lengths(60.0) == (1.0, 2.0, 5.0, 12.0, 30.0)
+    assert cut_lengths(2.0) == (1.0,) and cut_lengths(1.0) == ()   # nothing under the decoder's 1 s minimum
     assert cuts(160_000, 32_000) == [slice(k * 32_000, (k + 1) * 32_000) for k in range(5)]   # they tile it
     assert cuts(100_000, 40_000) == [slice(0, 40_000), slice(60_000, 100_000)]
     assert cuts(50_000, 40_000) == [slice(0, 40_000)]
@@ -56,12 +57,13 @@ def test_length_calibrations_round_trip_and_refuse_nonsense():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A pump set trained on 12 normal 10 s clips (3 folds): its manifest carries 2 s and 5 s calibrations."""
+    """A pump set trained on 12 normal 10 s clips (3 folds): its manifest carries 1, 2 and 5 s calibrations."""
     from signalcraft_core.training.fit import TrainingOptions, train_model_set
 
     root = tmp_path_factory.mktemp("short")
     signals = [synthesize_clip("pump", None, np.random.default_rng(100 + i), 10.0) for i in range(12)]
-    train_model_set(signals, root / "model", TrainingOptions("pump", epochs=30, folds=3, n_estimators=50))
+    options = TrainingOptions("pump", epochs=30, folds=3, n_estimators=50, hybrid_level1_weight=0.5)  # z1 counts
+    train_model_set(signals, root / "model", options)
     return root / "model", signals
 
 
@@ -95,6 +97,11 @@ def test_a_short_clip_is_graded_by_its_length_calibrations_and_a_whole_one_by_th
         assert d.iforest_calibrated[i] == pytest.approx(float(entry.level1.score(d.iforest_raw[i])))
         z1, z2 = entry.level1.decades(d.iforest_raw[i]), entry.level2.decades(d.level2_mse[i])
         assert d.hybrid[i] == pytest.approx(float(entry.hybrid.score(z1, z2)))
+    # a loud 2 s clip: the entry's level rule fires and is what lifts its Level-1 score
+    loud = featurise([np.clip(clips[1] * 6.0, -0.99, 0.99)], model_set.profile)
+    hit = decide(model_set, loud)
+    assert hit.hits[0] == two.rules.evaluate(loud.stats[0]) and hit.hits[0]
+    assert hit.level1[0] >= max(h.score for h in hit.hits[0]) > 0
     # the same 2 s clip graded on the window's scale scores differently: the entry is what decided it
     whole = decide(dataclasses.replace(model_set, short_clips=()), inputs)
     assert whole.level2_mse[1] == d.level2_mse[1] and whole.level2[1] != pytest.approx(d.level2[1])
@@ -144,3 +151,25 @@ def test_the_scoring_pipe_grades_a_short_upload_on_its_length_and_a_long_one_by_
     assert short.level2_score == pytest.approx(float(two.level2.score(short.level2_mse)))
     assert long_.windows == 3
     assert long_.level2_score == pytest.approx(float(model_set.level2_calibration.score(long_.level2_mse)))
+    # the record's score is its worst window's, read as the worst of 3 (the levels stay the window's own)
+    from signalcraft_core.models.calibration import decades_of_score, score_of_decades
+    from signalcraft_core.models.grading import worst_of_windows
+
+    windows = [clip[k * 160_000:(k + 1) * 160_000] for k in range(3)]
+    alone = score_payloads(model_set, [encode_wav(x, 16000) for x in windows])
+    worst = max(alone, key=lambda r: r.score)
+    assert worst.score < 100 and long_.level2_mse == pytest.approx(worst.level2_mse, rel=1e-5)
+    assert long_.score == pytest.approx(float(score_of_decades(worst_of_windows(decades_of_score(worst.score), 3))),
+                                        abs=1e-3)
+    assert long_.score < worst.score or worst.score == 0
+
+
+def test_the_worst_of_many_windows_is_read_on_the_one_window_scale():
+    from signalcraft_core.models.grading import worst_of_windows
+
+    assert float(worst_of_windows(2.0, 60)) == pytest.approx(-np.log10(1 - 0.99 ** 60))   # 1 % per window -> 45 %
+    assert float(worst_of_windows(3.0, 1)) == 3.0 and float(worst_of_windows(3.0, 0)) == 3.0
+    assert float(worst_of_windows(20.0, 60)) == pytest.approx(20.0 - np.log10(60), abs=1e-6)   # no underflow
+    z = np.linspace(0.0, 8.0, 50)
+    assert np.all(np.diff(worst_of_windows(z, 10)) > 0) and np.all(worst_of_windows(z, 10) <= z + 1e-12)
+    assert float(worst_of_windows(0.0, 60)) == pytest.approx(0.0, abs=1e-12)

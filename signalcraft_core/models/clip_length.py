@@ -4,7 +4,7 @@ The models pool a whole clip's frames into one vector. A 2 s clip's vector is no
 clip's, so normal machines score more widely spread; graded with the window's calibrations, 2 s cuts
 of the DCASE valve test normals reached WARNING on 10 of 100 cuts where 1 % was promised
 (bench/evaluate_real.py). So training also scores out-of-fold *cuts* of its normal clips at a few
-shorter lengths (SHORT_CLIP_FRACTIONS of the window, at most MAX_CUTS_PER_CLIP cuts of a clip, spread
+shorter lengths (`cut_lengths`: 1, 2 and 5 s for a 10 s window; at most MAX_CUTS_PER_CLIP cuts of a clip, spread
 evenly over it: a cyclic machine's cuts see every phase of its cycle), fits each level's calibration
 on them and learns the rules' ranges from them: the manifest's `short_clips` section, one entry per
 length.
@@ -24,14 +24,17 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from signalcraft_core.io.audio import DEFAULT_AUDIO_CONFIG
 from signalcraft_core.models.calibration import Calibration, HybridCalibration
 from signalcraft_core.models.rules import RuleSet
 
 #: The model's clip length when neither the manifest's `training.clip_seconds` nor the profile says.
 DEFAULT_WINDOW_SECONDS = 10.0
-#: Cut lengths that get calibrations of their own, as fractions of the window (1, 2 and 5 s of 10 s; the
-#: decoder's shortest recording is 1 s).
-SHORT_CLIP_FRACTIONS = (0.1, 0.2, 0.5)
+#: Cut lengths that get calibrations of their own: these seconds, and these fractions of the window, each
+#: at least the decoder's shortest recording (1 s) and under FULL_WINDOW_FROM windows (1, 2 and 5 s for a
+#: 10 s window; 1, 2, 5, 12 and 30 s for 60 s; 1 s for 2 s).
+SHORT_CLIP_SECONDS = (1.0, 2.0, 5.0)
+SHORT_CLIP_FRACTIONS = (0.2, 0.5)
 #: Clips of at least this many windows are graded with the window's own calibrations.
 FULL_WINDOW_FROM = 0.75
 #: Cuts taken from one training clip per length, spread evenly over it (side by side when they tile it).
@@ -82,9 +85,11 @@ def window_seconds(model_set: Any) -> float:
     return DEFAULT_WINDOW_SECONDS
 
 
-def cut_lengths(window_s: float) -> tuple[float, ...]:
-    """The short lengths (seconds) training calibrates for a model of this window."""
-    return tuple(round(f * window_s, 3) for f in SHORT_CLIP_FRACTIONS)
+def cut_lengths(window_s: float, shortest_s: float = DEFAULT_AUDIO_CONFIG.min_seconds) -> tuple[float, ...]:
+    """The short lengths (seconds) training calibrates for a model of this window: none a recording can be
+    shorter than (`shortest_s`, the decoder's minimum), none graded on the window's own calibrations."""
+    wanted = {*SHORT_CLIP_SECONDS, *(round(f * window_s, 3) for f in SHORT_CLIP_FRACTIONS)}
+    return tuple(sorted(s for s in wanted if shortest_s <= s < FULL_WINDOW_FROM * window_s))
 
 
 def cuts(n_samples: int, cut: int) -> list[slice]:

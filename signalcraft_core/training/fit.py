@@ -186,13 +186,19 @@ def fit_length_calibrations(cut: ClipCuts, oof_l1: np.ndarray, oof_l2: np.ndarra
     """One short length's calibrations from its cuts' out-of-fold scores, and rule ranges from the cuts;
     None when they cannot be fitted."""
     try:
-        cal2 = fit_calibration(oof_l2, options.warning_rate, options.critical_rate, options.calibration)
-        cal1 = fit_calibration(oof_l1, options.warning_rate, options.critical_rate, options.calibration)
-        hybrid = fit_hybrid_calibration(oof_l1, oof_l2, cal1, cal2, options)
+        cal1, cal2, hybrid = fit_calibrations(oof_l1, oof_l2, options)
     except ValueError:  # e.g. all cuts scored alike: the window's calibrations grade such clips
         return None
     return LengthCalibrations(seconds=cut.seconds, level1=cal1, level2=cal2, hybrid=hybrid,
                               rules=RuleSet().fit(cut.inputs.stats))
+
+
+def fit_calibrations(oof_l1: np.ndarray, oof_l2: np.ndarray, options: TrainingOptions,
+                     ) -> tuple[Calibration, Calibration, HybridCalibration | None]:
+    """Level 1's, Level 2's and the hybrid's calibrations from out-of-fold raw scores of normal clips."""
+    cal2 = fit_calibration(oof_l2, options.warning_rate, options.critical_rate, options.calibration)
+    cal1 = fit_calibration(oof_l1, options.warning_rate, options.critical_rate, options.calibration)
+    return cal1, cal2, fit_hybrid_calibration(oof_l1, oof_l2, cal1, cal2, options)
 
 
 def jittered(descriptors: np.ndarray, samples: int, jitter: float, seed: int) -> np.ndarray:
@@ -264,9 +270,7 @@ def fit_levels(data: ClipInputs, options: TrainingOptions, profile: FeatureConfi
     oof_l1, oof_l2, oof_cuts = out_of_fold_scores(data, options, profile.n_mels, progress, short)
     fitted_cuts = (fit_length_calibrations(c, l1, l2, options) for c, (l1, l2) in zip(short, oof_cuts))
     short_clips = tuple(entry for entry in fitted_cuts if entry is not None)
-    cal_l2 = fit_calibration(oof_l2, options.warning_rate, options.critical_rate, options.calibration)
-    cal_l1 = fit_calibration(oof_l1, options.warning_rate, options.critical_rate, options.calibration)
-    cal_hybrid = fit_hybrid_calibration(oof_l1, oof_l2, cal_l1, cal_l2, options)
+    cal_l1, cal_l2, cal_hybrid = fit_calibrations(oof_l1, oof_l2, options)
     losses: list[float] = []
 
     def on_epoch(epoch: int, loss: float) -> None:
@@ -320,7 +324,7 @@ def train_model_set(
     train_cfg = options.train
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data = featurise(signals, profile)
+    data = featurise(signals, profile, profile.sample_rate)
     window_s = float(np.median(data.seconds))
     fitted = fit_levels(data, options, profile, progress, short_clip_cuts(signals, profile, window_s))
     module, level1, rules = fitted.autoencoder, fitted.level1, fitted.rules
@@ -379,15 +383,10 @@ def train_model_set(
             },
         },
         "validation": {**validation_summary(oof_l1, oof_l2, cal_l1, cal_l2, cal_hybrid),
-                       "short_clips": [{"seconds": e.seconds, "cuts": _cuts_behind(e)} for e in fitted.short_clips]},
+                       "short_clips": [{"seconds": e.seconds, "cuts": e.level2.n_clips} for e in fitted.short_clips]},
     }
     write_manifest(out, manifest)
     return json.loads((out / "manifest.json").read_text())
-
-
-def _cuts_behind(entry: LengthCalibrations) -> int:
-    """How many out-of-fold cuts a short length's calibrations were fitted on."""
-    return max((c.n_clips for c in (entry.level1, entry.level2) if c is not None), default=0)
 
 
 def validation_summary(oof_l1: np.ndarray, oof_l2: np.ndarray, cal_l1: Calibration, cal_l2: Calibration,
