@@ -151,25 +151,3 @@ def test_the_scoring_pipe_grades_a_short_upload_on_its_length_and_a_long_one_by_
     assert short.level2_score == pytest.approx(float(two.level2.score(short.level2_mse)))
     assert long_.windows == 3
     assert long_.level2_score == pytest.approx(float(model_set.level2_calibration.score(long_.level2_mse)))
-    # the record's score is its worst window's, read as the worst of 3 (the levels stay the window's own)
-    from signalcraft_core.models.calibration import decades_of_score, score_of_decades
-    from signalcraft_core.models.grading import worst_of_windows
-
-    windows = [clip[k * 160_000:(k + 1) * 160_000] for k in range(3)]
-    alone = score_payloads(model_set, [encode_wav(x, 16000) for x in windows])
-    worst = max(alone, key=lambda r: r.score)
-    assert worst.score < 100 and long_.level2_mse == pytest.approx(worst.level2_mse, rel=1e-5)
-    assert long_.score == pytest.approx(float(score_of_decades(worst_of_windows(decades_of_score(worst.score), 3))),
-                                        abs=1e-3)
-    assert long_.score < worst.score or worst.score == 0
-
-
-def test_the_worst_of_many_windows_is_read_on_the_one_window_scale():
-    from signalcraft_core.models.grading import worst_of_windows
-
-    assert float(worst_of_windows(2.0, 60)) == pytest.approx(-np.log10(1 - 0.99 ** 60))   # 1 % per window -> 45 %
-    assert float(worst_of_windows(3.0, 1)) == 3.0 and float(worst_of_windows(3.0, 0)) == 3.0
-    assert float(worst_of_windows(20.0, 60)) == pytest.approx(20.0 - np.log10(60), abs=1e-6)   # no underflow
-    z = np.linspace(0.0, 8.0, 50)
-    assert np.all(np.diff(worst_of_windows(z, 10)) > 0) and np.all(worst_of_windows(z, 10) <= z + 1e-12)
-    assert float(worst_of_windows(0.0, 60)) == pytest.approx(0.0, abs=1e-12)

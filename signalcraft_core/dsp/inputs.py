@@ -76,7 +76,6 @@ class ClipInputs:
     level1: np.ndarray | None          # (n, len(LEVEL1_FEATURE_NAMES)) descriptors
     stats: list[SignalStats] | None    # n rule measurements
     seconds: np.ndarray | None = None  # (n,) clip lengths: a clip much shorter than the window has calibrations of its own
-    windows: np.ndarray | None = None  # (n,) windows of the recording each clip is one of (None: 1; its grade is the worst's)
 
     def __len__(self) -> int:
         for part in (self.level2, self.level1, self.stats):
@@ -92,7 +91,6 @@ class ClipInputs:
             level1=None if self.level1 is None else self.level1[rows],
             stats=None if self.stats is None else [self.stats[i] for i in rows],
             seconds=None if self.seconds is None else self.seconds[rows],
-            windows=None if self.windows is None else self.windows[rows],
         )
 
 

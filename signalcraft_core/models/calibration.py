@@ -30,7 +30,6 @@ from signalcraft_core.models.grading import (
     HYBRID_RULES,
     WARNING_SCORE,
     hybrid_statistic,
-    worst_of_windows,
 )
 
 METHODS = ("gamma", "quantile", "linear")
@@ -233,18 +232,10 @@ class HybridCalibration:
     def statistic(self, z1: np.ndarray | float, z2: np.ndarray | float) -> np.ndarray:
         return hybrid_statistic(z1, z2, self.rule, self.level1_weight)
 
-    def score(self, z1: np.ndarray | float, z2: np.ndarray | float, windows: np.ndarray | None = None) -> np.ndarray:
-        """Calibrated 0-100 hybrid scores from the two levels' decades; NaN in either stays NaN.
-
-        `windows`: per clip, how many windows of one recording it is the worst of (grading.worst_of_windows).
-        """
+    def score(self, z1: np.ndarray | float, z2: np.ndarray | float) -> np.ndarray:
+        """Calibrated 0-100 hybrid scores from the two levels' decades; NaN in either stays NaN."""
         z1a, z2a = np.asarray(z1, dtype=np.float64), np.asarray(z2, dtype=np.float64)
-        stat = self.statistic(np.nan_to_num(z1a), np.nan_to_num(z2a))
-        out = self.calibration.score(stat)
-        if windows is not None and np.any(np.asarray(windows) > 1):
-            cal = self.calibration
-            worst = score_of_decades(worst_of_windows(cal.decades(stat), windows), cal.warning_rate, cal.critical_rate)
-            out = np.where(np.asarray(windows) > 1, worst, out)
+        out = self.calibration.score(self.statistic(np.nan_to_num(z1a), np.nan_to_num(z2a)))
         return np.where(np.isnan(z1a) | np.isnan(z2a), np.nan, out)
 
     def to_dict(self) -> dict:

@@ -24,9 +24,9 @@ import numpy as np
 
 from signalcraft_core.dsp.inputs import ClipInputs
 from signalcraft_core.errors import ModelError
-from signalcraft_core.models.calibration import HybridCalibration, decades_of_score, score_of_decades
+from signalcraft_core.models.calibration import HybridCalibration, decades_of_score
 from signalcraft_core.models.clip_length import LengthCalibrations, choose, window_seconds
-from signalcraft_core.models.grading import combine, worst_of_windows
+from signalcraft_core.models.grading import combine
 from signalcraft_core.models.level1 import iforest_raw_score
 from signalcraft_core.models.level2 import score_level2
 from signalcraft_core.models.rules import RuleHit
@@ -113,8 +113,6 @@ def decide(model_set: Any, inputs: ClipInputs, preference: str | None = None) ->
     if forest:
         if_raw = iforest_raw_score(model_set.level1_pipeline, inputs.level1)
     out = {key: np.full(n, np.nan) for key in ("final", "level1", "level2", "if_score", "hybrid")}
-    windows = getattr(inputs, "windows", None)
-    windows = np.ones(n) if windows is None or len(windows) != n else np.asarray(windows, dtype=np.float64)
     main_hybrid = hybrid_applies(model_set, preference)
     for rows, scale in _scales(model_set, inputs, main_hybrid, forest, use_level2):
         cal1, cal2, hybrid_cal = scale.level1, scale.level2, scale.hybrid
@@ -133,12 +131,11 @@ def decide(model_set: Any, inputs: ClipInputs, preference: str | None = None) ->
             sensor = [[h for h in clip if h.rule in SENSOR_FAULT_RULES] for clip in row_hits]
             rule_z = decades_of_score(level1_scores(None, learned), cal1.warning_rate, cal1.critical_rate)
             z1 = np.fmax(cal1.decades(if_raw[rows]), rule_z)
-            out["hybrid"][rows] = hybrid_cal.score(z1, cal2.decades(level2_mse[rows]), windows[rows])
+            out["hybrid"][rows] = hybrid_cal.score(z1, cal2.decades(level2_mse[rows]))
             out["final"][rows] = np.fmax(out["hybrid"][rows], level1_scores(None, sensor))
         else:
-            combined = np.array([combine(_opt(a), _opt(b), preference)
-                                 for a, b in zip(out["level1"][rows], out["level2"][rows])], dtype=np.float64)
-            out["final"][rows] = _worst_of_windows_score(combined, windows[rows], (cal2, cal1))
+            out["final"][rows] = [combine(_opt(a), _opt(b), preference)
+                                  for a, b in zip(out["level1"][rows], out["level2"][rows])]
     return Decision(final=out["final"], level1=out["level1"], level2=out["level2"], iforest_raw=if_raw,
                     iforest_calibrated=out["if_score"], level2_mse=level2_mse, band_errors=bands, hits=hits,
                     hybrid=None if main_hybrid is None else out["hybrid"])
@@ -170,22 +167,6 @@ def _scales(model_set: Any, inputs: ClipInputs, main_hybrid: HybridCalibration |
         yield remaining, LengthCalibrations(window_seconds(model_set), level1=model_set.level1_calibration,
                                             level2=model_set.level2_calibration, hybrid=main_hybrid,
                                             rules=model_set.rules)
-
-
-def _worst_of_windows_score(scores: np.ndarray, windows: np.ndarray, calibrations: Sequence[Any]) -> np.ndarray:
-    """Scores of clips that are the worst of `windows` windows, on the one-window scale (max-rule grading).
-
-    Read back as decades on the scale of the first calibration that states rates; none (a `linear`
-    set), and the scores stay as they are.
-    """
-    if not np.any(windows > 1):
-        return scores
-    cal = next((c for c in calibrations if c is not None and c.has_rates), None)
-    if cal is None:
-        return scores
-    z = decades_of_score(scores, cal.warning_rate, cal.critical_rate)
-    worst = score_of_decades(worst_of_windows(z, windows), cal.warning_rate, cal.critical_rate)
-    return np.where(windows > 1, worst, scores)
 
 
 def _opt(value: float) -> float | None:

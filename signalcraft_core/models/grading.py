@@ -87,19 +87,3 @@ def hybrid_statistic(z1: np.ndarray | float, z2: np.ndarray | float, rule: str, 
         m = np.maximum(a, b)
         return m - np.log10(2.0 - 10.0 ** -m)
     raise ValueError(f"hybrid rule must be one of {', '.join(HYBRID_RULES)}, not {rule!r}")
-
-
-def worst_of_windows(z: np.ndarray | float, windows: np.ndarray | int) -> np.ndarray:
-    """The tail probability, in decades, of the worst of `windows` windows being as rare as one at `z`.
-
-    A long recording is graded by its worst window (pipeline/score.py); if each window of a normal
-    machine reaches WARNING 1 % of the time, the worst of 60 would reach it 45 % of the time. Read as
-    independent windows, the worst one's tail probability p becomes 1 - (1 - p)**k (Sidak), so the
-    recording's grade means the configured rates whatever its length. Windows of one machine are
-    correlated, so this errs towards fewer false alarms. One window (or fewer) returns z unchanged.
-    """
-    z_arr = np.asarray(z, dtype=np.float64)
-    k = np.maximum(np.asarray(windows, dtype=np.float64), 1.0)
-    p = np.minimum(10.0 ** -np.maximum(z_arr, 0.0), 1.0 - 1e-16)
-    tail = -np.expm1(k * np.log1p(-p))      # 1 - (1 - p)**k without cancellation for tiny p
-    return np.where(k > 1.0, -np.log10(tail), z_arr)

@@ -7,10 +7,8 @@ Long recordings are graded window by window: a recording longer than 1.5 windows
 length, `window_seconds`: 10 s for the shipped models) is cut into windows of exactly that length
 (the last one aligned to the end, overlapping its neighbour), every window is graded like a clip,
 and the recording's record is the window with the highest final score, each level's values taken
-from that same window (so a fault heard in one minute of ten is not averaged away). That final score
-is the chance that the worst of k windows of a normal machine is as rare (grading.worst_of_windows),
-so a 10-minute recording's WARNING means 1 %, not the 45 % that the worst of 60 windows at 1 % each
-would reach. Recordings up to 1.5 windows are graded whole, as before.
+from that same window (so a fault heard in one minute of ten is not averaged away). Recordings up to
+1.5 windows are graded whole, as before.
 """
 
 from __future__ import annotations
@@ -141,13 +139,8 @@ def _opt(value: float) -> float | None:
     return None if value is None or not np.isfinite(value) else float(value)
 
 
-def score_audio(model_set: ModelSet, audios: Sequence[Audio], preference: str | None = None,
-                windows: Sequence[int] | None = None) -> list[ClipScore]:
-    """Grade decoded clips in one batch: one featurisation, then the one decision path (models/decision.py).
-
-    `windows`: per clip, how many windows of one recording it is (1 = a whole recording): a window's
-    score is then the chance that the worst of that many is as rare (grading.worst_of_windows).
-    """
+def score_audio(model_set: ModelSet, audios: Sequence[Audio], preference: str | None = None) -> list[ClipScore]:
+    """Grade decoded clips in one batch: one featurisation, then the one decision path (models/decision.py)."""
     if not audios:
         return []
     limit_blas_threads()
@@ -157,8 +150,6 @@ def score_audio(model_set: ModelSet, audios: Sequence[Audio], preference: str | 
     inputs = featurise([a.samples for a in audios], model_set.profile, audios[0].sample_rate, level2=use_level2,
                        level1=use_level1 and model_set.level1_pipeline is not None,
                        rules=use_level1 and model_set.rules is not None)
-    if windows is not None:
-        inputs.windows = np.asarray(windows, dtype=np.float64)
     d = decide(model_set, inputs, preference)
     out: list[ClipScore] = []
     for i, audio in enumerate(audios):
@@ -245,7 +236,7 @@ def _score_recordings(model_set: ModelSet, decoded: list[tuple[int, Audio]],
         else:
             pieces.extend((i, replace(audio, samples=audio.samples[span])) for span in spans)
     per_recording: dict[int, list[ClipScore]] = {}
-    for i, score in _score_groups(model_set, pieces, preference, counts):
+    for i, score in _score_groups(model_set, pieces, preference):
         per_recording.setdefault(i, []).append(score)
     for i, _audio in decoded:
         scores = per_recording.get(i, [])
@@ -259,23 +250,19 @@ def _score_recordings(model_set: ModelSet, decoded: list[tuple[int, Audio]],
             yield i, replace(scores[worst], windows=len(scores))
 
 
-def _score_groups(model_set: ModelSet, decoded: list[tuple[int, Audio]], preference: str | None,
-                  counts: dict[int, int]):
-    """Batch clips of equal length together (one STFT each group); isolate failures per clip.
-
-    `counts`: how many windows each recording was cut into (every window of it is graded as one of that many).
-    """
+def _score_groups(model_set: ModelSet, decoded: list[tuple[int, Audio]], preference: str | None):
+    """Batch clips of equal length together (one STFT each group); isolate failures per clip."""
     groups: dict[int, list[tuple[int, Audio]]] = {}
     for item in decoded:
         groups.setdefault(item[1].samples.shape[0], []).append(item)
     for group in groups.values():
         try:
-            scores = score_audio(model_set, [a for _, a in group], preference, [counts[i] for i, _ in group])
+            scores = score_audio(model_set, [a for _, a in group], preference)
             yield from zip((i for i, _ in group), scores)
         except Exception:  # noqa: BLE001 - fall back to one by one, then an internal-error record
             for i, audio in group:
                 try:
-                    yield i, score_audio(model_set, [audio], preference, [counts[i]])[0]
+                    yield i, score_audio(model_set, [audio], preference)[0]
                 except Exception as exc:
                     log.exception("scoring failed")
                     yield i, ClipScore.failure(ErrorCode.INTERNAL_ERROR, f"scoring failed: {type(exc).__name__}: {exc}", audio)
