@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 
-from signalcraft_core.dsp.features import get_profile
 from signalcraft_core.dsp.inputs import featurise
 from signalcraft_core.errors import ModelError
 from signalcraft_core.local.synth import synthesize_clip
@@ -151,3 +150,17 @@ def test_the_scoring_pipe_grades_a_short_upload_on_its_length_and_a_long_one_by_
     assert short.level2_score == pytest.approx(float(two.level2.score(short.level2_mse)))
     assert long_.windows == 3
     assert long_.level2_score == pytest.approx(float(model_set.level2_calibration.score(long_.level2_mse)))
+
+
+def test_a_folds_cuts_are_its_training_clips_cuts_reindexed():
+    """`signalcraft evaluate` fits per fold; each fold's short-clip calibrations see only its own clips' cuts."""
+    from signalcraft_core.training.fit import short_clip_cuts, training_window
+
+    profile = get_profile("default")
+    signals = [synthesize_clip("fan", None, np.random.default_rng(i), 10.0) for i in range(4)]
+    two = next(c for c in short_clip_cuts(signals, profile, 10.0) if c.seconds == 2.0)
+    assert two.source.tolist() == [0] * 5 + [1] * 5 + [2] * 5 + [3] * 5
+    fold = two.of(np.array([1, 3]))
+    assert fold.source.tolist() == [0] * 5 + [1] * 5
+    np.testing.assert_array_equal(fold.inputs.level2, two.inputs.level2[np.r_[5:10, 15:20]])
+    assert training_window(featurise(signals[:3] + [signals[3][:80_000]], profile)) == 10.0

@@ -4,10 +4,9 @@ Models are trained on normal clips only (exactly as `signalcraft train` does, in
 calibration, then both levels on every training clip), then score normal clips they did not see and
 the anomalous clips. Either a fixed split (train on one set, test on another) or K-fold over the
 normal clips, repeated with different seeds: every fold's model scores its held-out normal clips
-and ALL anomalous clips. Features are computed once per clip and sliced per fold. The in-memory
-models carry no short-clip calibrations (models/clip_length.py: `train` fits them on cuts), so every
-test clip is graded on the window's calibrations: evaluate on clips of the training clips' length
-(bench/evaluate_real.py measures the packaged sets on 1-5 s cuts).
+and ALL anomalous clips. Features are computed once per clip and sliced per fold; so are the cuts
+of the normal clips that calibrate short clips (models/clip_length.py), so a short test clip is
+graded as a set written by `train` grades it.
 
 Metrics per level (level1, level2, hybrid), on the product's calibrated 0-100 scores:
 
@@ -37,12 +36,15 @@ from signalcraft_core.models.decision import decide
 from signalcraft_core.models.grading import CRITICAL_SCORE, WARNING_SCORE
 from signalcraft_core.training.fit import (
     MIN_TRAINING_CLIPS,
+    ClipCuts,
     FittedLevels,
     ProgressCallback,
     TrainingOptions,
     fit_levels,
     fold_indices,
     resolve_options,
+    short_clip_cuts,
+    training_window,
 )
 
 LEVELS = ("level1", "level2", "hybrid")
@@ -269,14 +271,18 @@ def evaluate_featurised(
     profile: FeatureConfig,
     train: ClipInputs | None = None,
     progress: ProgressCallback | None = None,
+    cuts: Sequence[ClipCuts] = (),
 ) -> tuple[FoldResult, ...]:
-    """Fit per fold (or once on `train`) and score held-out normal and all anomalous clips."""
+    """Fit per fold (or once on `train`) and score held-out normal and all anomalous clips.
+
+    `cuts`: `short_clip_cuts` of the clips the models train on (`train`, else `normal`).
+    """
     base = resolve_options(options.training)
     results: list[FoldResult] = []
     if train is not None:
         total = options.repeats
         for r in range(options.repeats):
-            fitted = fit_levels(train, _reseed(base, options.seed + r), profile)
+            fitted = fit_levels(train, _reseed(base, options.seed + r), profile, short=cuts)
             results.append(_fold_result(r, 0, len(train), np.arange(len(normal)), score_fitted(fitted, normal),
                                         score_fitted(fitted, anomalous), options.max_fpr))
             if progress:
@@ -290,7 +296,7 @@ def evaluate_featurised(
         recipe = _reseed(base, options.seed + r)
         for k, held in enumerate(fold_indices(n, folds, options.seed + r)):
             fit_idx = np.setdiff1d(np.arange(n), held)
-            fitted = fit_levels(normal.take(fit_idx), recipe, profile)
+            fitted = fit_levels(normal.take(fit_idx), recipe, profile, short=[c.of(fit_idx) for c in cuts])
             results.append(_fold_result(r, k, fit_idx.size, held, score_fitted(fitted, normal.take(held)),
                                         score_fitted(fitted, anomalous), options.max_fpr))
             done += 1
@@ -336,8 +342,10 @@ def evaluate_signals(
             progress("featurise", k + 1, len(groups))
     feats_normal, feats_anomalous = feats[0], feats[1]
     feats_train = feats[2] if train is not None else None
+    fit_clips, fit_feats = (train, feats_train) if train is not None else (normal, feats_normal)
+    cuts = short_clip_cuts(fit_clips, profile, training_window(fit_feats))
     t1 = time.perf_counter()
-    results = evaluate_featurised(feats_normal, feats_anomalous, options, profile, feats_train, progress)
+    results = evaluate_featurised(feats_normal, feats_anomalous, options, profile, feats_train, progress, cuts)
     t2 = time.perf_counter()
     holdout = train is not None
     return EvaluationReport(

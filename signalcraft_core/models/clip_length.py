@@ -19,8 +19,9 @@ is that 50 and 80 mean the configured rates at that length too.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -67,7 +68,7 @@ class LengthCalibrations:
         return out
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LengthCalibrations":
+    def from_dict(cls, d: dict[str, Any]) -> LengthCalibrations:
         return cls(seconds=float(d["seconds"]),
                    level1=Calibration.from_dict(d["level1"]) if d.get("level1") else None,
                    level2=Calibration.from_dict(d["level2"]) if d.get("level2") else None,
@@ -76,10 +77,12 @@ class LengthCalibrations:
 
 
 def window_seconds(model_set: Any) -> float:
-    """The clip length a model set was trained on: manifest `training.clip_seconds`, the profile's, else 10 s."""
+    """The clip length a model set was trained on: manifest `training.clip_seconds` (a set fitted in memory:
+    its `clip_seconds`), the profile's, else 10 s."""
     manifest = getattr(model_set, "manifest", None)
     training = manifest.get("training") if isinstance(manifest, dict) else None
-    for value in ((training or {}).get("clip_seconds"), getattr(getattr(model_set, "profile", None), "clip_seconds", None)):
+    for value in ((training or {}).get("clip_seconds"), getattr(model_set, "clip_seconds", None),
+                  getattr(getattr(model_set, "profile", None), "clip_seconds", None)):
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
             return float(value)
     return DEFAULT_WINDOW_SECONDS

@@ -17,15 +17,20 @@ so what is measured is what is served.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 from signalcraft_core.dsp.inputs import ClipInputs
 from signalcraft_core.errors import ModelError
 from signalcraft_core.models.calibration import HybridCalibration, decades_of_score
-from signalcraft_core.models.clip_length import LengthCalibrations, choose, window_seconds
+from signalcraft_core.models.clip_length import (
+    LengthCalibrations,
+    choose,
+    window_seconds,
+)
 from signalcraft_core.models.grading import combine
 from signalcraft_core.models.level1 import iforest_raw_score
 from signalcraft_core.models.level2 import score_level2

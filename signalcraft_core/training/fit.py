@@ -32,7 +32,13 @@ from signalcraft_core.models.calibration import (
     HybridCalibration,
     fit_calibration,
 )
-from signalcraft_core.models.clip_length import MIN_CUTS, LengthCalibrations, cut_lengths, cuts
+from signalcraft_core.models.clip_length import (
+    DEFAULT_WINDOW_SECONDS,
+    MIN_CUTS,
+    LengthCalibrations,
+    cut_lengths,
+    cuts,
+)
 from signalcraft_core.models.forest import CompiledForest
 from signalcraft_core.models.grading import CRITICAL_SCORE, HYBRID_RULES, WARNING_SCORE
 from signalcraft_core.models.level1 import iforest_raw_score
@@ -142,6 +148,16 @@ class ClipCuts:
     source: np.ndarray      # (cuts,) index of the training clip each cut was taken from
 
 
+    def of(self, clips: np.ndarray) -> "ClipCuts":
+        """The cuts of the training clips `clips` (indices into the clips these were cut from), re-indexed
+        to positions in `clips`: what a model fitted on `data.take(clips)` trains with."""
+        clips = np.asarray(clips, dtype=np.intp)
+        rows = np.flatnonzero(np.isin(self.source, clips))
+        position = {int(c): k for k, c in enumerate(clips)}
+        return ClipCuts(self.seconds, self.inputs.take(rows),
+                        np.array([position[int(i)] for i in self.source[rows]], dtype=np.intp))
+
+
 def short_clip_cuts(signals: Sequence[np.ndarray], profile: FeatureConfig, window_s: float) -> list[ClipCuts]:
     """The training clips cut at each of the window's short lengths (models/clip_length.py)."""
     out = []
@@ -152,6 +168,13 @@ def short_clip_cuts(signals: Sequence[np.ndarray], profile: FeatureConfig, windo
             inputs = featurise([x for _, x in pieces], profile, profile.sample_rate)
             out.append(ClipCuts(seconds, inputs, np.array([i for i, _ in pieces], dtype=np.intp)))
     return out
+
+
+def training_window(data: ClipInputs) -> float:
+    """The model's window: the training clips' median length (10 s when the inputs do not say)."""
+    if data.seconds is None or not np.isfinite(data.seconds).any():
+        return DEFAULT_WINDOW_SECONDS
+    return float(np.nanmedian(data.seconds))
 
 
 def out_of_fold_scores(data: ClipInputs, options: TrainingOptions, n_mels: int,
@@ -254,6 +277,7 @@ class FittedLevels:
     has_level2: bool = True
     hybrid_calibration: HybridCalibration | None = None
     short_clips: tuple[LengthCalibrations, ...] = ()
+    clip_seconds: float | None = None   # the window (models/clip_length.window_seconds reads it)
 
 
 def fit_levels(data: ClipInputs, options: TrainingOptions, profile: FeatureConfig,
@@ -285,7 +309,7 @@ def fit_levels(data: ClipInputs, options: TrainingOptions, profile: FeatureConfi
                         level2_calibration=cal_l2, level1_pipeline=level1.production_forest(),
                         level1_calibration=cal_l1, rules=rules, profile=profile, preference=options.preference,
                         oof_level1=oof_l1, oof_level2=oof_l2, losses=losses, hybrid_calibration=cal_hybrid,
-                        short_clips=short_clips)
+                        short_clips=short_clips, clip_seconds=training_window(data))
 
 
 def fit_hybrid_calibration(oof_l1: np.ndarray, oof_l2: np.ndarray, cal_l1: Calibration, cal_l2: Calibration,
@@ -325,7 +349,7 @@ def train_model_set(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = featurise(signals, profile, profile.sample_rate)
-    window_s = float(np.median(data.seconds))
+    window_s = training_window(data)
     fitted = fit_levels(data, options, profile, progress, short_clip_cuts(signals, profile, window_s))
     module, level1, rules = fitted.autoencoder, fitted.level1, fitted.rules
     cal_l1, cal_l2, oof_l1, oof_l2, losses = (
