@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from signalcraft_core.dsp.features import get_profile
 from signalcraft_core.dsp.inputs import featurise
 from signalcraft_core.errors import ModelError
 from signalcraft_core.local.synth import synthesize_clip
