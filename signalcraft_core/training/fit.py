@@ -9,6 +9,11 @@ The hybrid grade is calibrated the same way: the out-of-fold raw scores, read as
 through each level's calibration, are merged by the recipe's `hybrid_rule` (grading.hybrid_statistic)
 and a calibration is fitted on that statistic, so the hybrid's 50 / 80 mean the configured rates
 too (manifest `hybrid`). `hybrid_rule="max"` writes no hybrid section (the more severe level).
+
+Clips much shorter than the training clips score more widely spread, so the clips are also cut into
+1-5 s pieces (`short_clip_cuts`) that the same fold models score out-of-fold; each length gets its
+own calibrations and rule ranges (manifest `short_clips`, models/clip_length.py), and the window
+(`training.clip_seconds`) is the clips' median length.
 """
 
 from __future__ import annotations
@@ -146,7 +151,6 @@ class ClipCuts:
     seconds: float
     inputs: ClipInputs      # both levels' features of every cut
     source: np.ndarray      # (cuts,) index of the training clip each cut was taken from
-
 
     def of(self, clips: np.ndarray) -> "ClipCuts":
         """The cuts of the training clips `clips` (indices into the clips these were cut from), re-indexed
