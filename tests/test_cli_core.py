@@ -66,6 +66,18 @@ def test_train_says_which_short_clip_lengths_it_calibrated(trained, tmp_path):
     result = run("train", data / "pump", "--out", tmp_path / "model", "-m", "pump", "--epochs", "2")
     assert result.exit_code == 0, result.output
     assert "window 2 s; shorter clips calibrated at 1 s (16 cuts) (models/clip_length.py)" in result.output
+    assert "note: training clips run from" not in result.output   # all 2 s: nothing to warn about
+
+
+def test_train_notes_when_its_clips_differ_widely_in_length(tmp_path):
+    for sub, seconds, seed in (("short", "1.5", "1"), ("long", "6", "2")):
+        result = run("synth", tmp_path / sub, "-m", "fan", "--normal", "3", "--abnormal", "0", "--duration", seconds,
+                     "--seed", seed, "-q")
+        assert result.exit_code == 0, result.output
+    result = run("train", tmp_path / "short", tmp_path / "long", "--out", tmp_path / "model", "-m", "fan",
+                 "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    assert "note: training clips run from 1.5 to 6 s; the model's window is their median 3.75 s" in result.output
 
 
 def test_score_prints_one_json_record_per_input(trained):

@@ -397,6 +397,7 @@ def train_model_set(
         "training": {
             "clips": len(signals),
             "clip_seconds": window_s,
+            "clip_seconds_range": [float(np.nanmin(data.seconds)), float(np.nanmax(data.seconds))],
             "files_sha256": sha256_bytes("\n".join(sorted(str(f) for f in source_files)).encode()),
             "date": dt.date.today().isoformat(),
             "folds": options.folds,

@@ -141,6 +141,10 @@ def _train(data: tuple[str, ...], out: str, endpoint_url: str | None, tmp: Path,
         + " (models/clip_length.py)",
         quiet,
     )
+    shortest, longest = manifest["training"]["clip_seconds_range"]
+    if longest > 2 * shortest:   # one window for clips of very different lengths: say so, once
+        info(f"  note: training clips run from {shortest:g} to {longest:g} s; the model's window is their median "
+             f"{manifest['training']['clip_seconds']:g} s (longer recordings are graded window by window)", quiet)
 
 
 def _score_json(record, result) -> dict:
