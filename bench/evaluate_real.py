@@ -7,8 +7,8 @@ Tuning and reporting are separate (bench/split.py, committed as bench/split.json
 - test: the packaged model sets in models/ (trained by models/rebuild.sh on the train normals only;
   their manifests' file hashes are checked against the split) score the test clips whole (10 s) and
   cut into 5 s, 2 s and 1 s pieces (models/clip_length.cuts: 2, 5 and 5 per clip, spread evenly over
-  it; every cut is graded: the first 2 s of a valve clip are kinder than the rest). A type without its own set (toycar, toyconveyor) is graded by `default`, as
-  serving does.
+  it; every cut is graded: the first 2 s of a valve clip are kinder than the rest). A type without
+  its own set (toycar, toyconveyor) is graded by `default`, as serving does.
 
 Per set and length: AUC, pAUC(0.1) and WARNING rates on normal and anomalous clips for level1, level2
 and hybrid (the product's grade), with the clip counts behind every figure; the pooled WARNING rate on
@@ -50,7 +50,8 @@ class Signals:
         self._cache: dict[Path, np.ndarray] = {}
 
     def get(self, paths: list[Path], seconds: float | None = None) -> list[np.ndarray]:
-        """The clips, whole (`seconds` None or at least the clip) or as every side-by-side cut of `seconds`."""
+        """The clips whole (`seconds` None), or every cut of `seconds` (models/clip_length.cuts; a clip
+        shorter than that, whole)."""
         from signalcraft_core.models.clip_length import cuts
         from signalcraft_core.training.fit import load_signals
 

@@ -111,6 +111,18 @@ def _boto_errors() -> tuple[type[Exception], ...]:
     return (ClientError, BotoCoreError)
 
 
+def _stream_errors() -> tuple[type[Exception], ...]:
+    """A GET body that broke off mid-way: worth one fresh GET (botocore does not retry a body read)."""
+    from botocore.exceptions import (
+        ConnectionClosedError,
+        IncompleteReadError,
+        ReadTimeoutError,
+        ResponseStreamingError,
+    )
+
+    return (ConnectionClosedError, IncompleteReadError, ReadTimeoutError, ResponseStreamingError)
+
+
 # --------------------------------------------------------------------------- objects
 
 
@@ -212,17 +224,10 @@ def _get_retried(client: "BaseClient", bucket: str, key: str, version_id: str | 
     `take`) gets one fresh GET more. Storage failures become StorageErrors; anything else `take`
     raises passes through. The body is closed in every case.
     """
-    from botocore.exceptions import (
-        ConnectionClosedError,
-        IncompleteReadError,
-        ReadTimeoutError,
-        ResponseStreamingError,
-    )
-
     kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
     if version_id:
         kwargs["VersionId"] = version_id
-    streaming = (ConnectionClosedError, IncompleteReadError, ReadTimeoutError, ResponseStreamingError)
+    streaming = _stream_errors()
     attempts = 2
     for attempt in range(attempts):
         body = None
@@ -291,17 +296,10 @@ def fetch_stream(
     errors `consume` raises (e.g. an AudioError) pass through. Returns its result and what the
     response says about the bytes (size, ETag, version id, LastModified).
     """
-    from botocore.exceptions import (
-        ConnectionClosedError,
-        IncompleteReadError,
-        ReadTimeoutError,
-        ResponseStreamingError,
-    )
-
     size = known_size if known_size is not None else head(client, bucket, key, version_id).size
     if size > max_bytes:
         raise _too_large(bucket, key, size, max_bytes)
-    streaming = (ConnectionClosedError, IncompleteReadError, ReadTimeoutError, ResponseStreamingError)
+    streaming = _stream_errors()
 
     def take(body: Any, length: int | None) -> tuple[T, int]:
         if length is None:

@@ -194,9 +194,9 @@ class _LingeringCloser:
     """Keeps answered-503 sockets open a moment, reading what their clients still send, then closes them.
 
     Closing a socket while the client's request is still arriving makes the kernel answer those bytes
-    with a reset: a client still sending its event gets a broken pipe instead of reading the 503. One thread waits on all of them at once, each at most LINGER_S, at most
-    MAX_LINGERING at a time (beyond that, closed at once), so a flood of stalled connections costs the
-    accept loop nothing.
+    with a reset: a client still sending its event gets a broken pipe instead of reading the 503. One
+    thread waits on all of them at once, each at most LINGER_S, at most MAX_LINGERING at a time (beyond
+    that, closed at once), so a flood of stalled connections costs the accept loop nothing.
     """
 
     LINGER_S = 1.0

@@ -4,8 +4,8 @@ The models pool a whole clip's frames into one vector. A 2 s clip's vector is no
 clip's, so normal machines score more widely spread; graded with the window's calibrations, 2 s cuts
 of the DCASE valve test normals reached WARNING on 10 of 100 cuts where 1 % was promised
 (bench/evaluate_real.py). So training also scores out-of-fold *cuts* of its normal clips at a few
-shorter lengths (`cut_lengths`: 1, 2 and 5 s for a 10 s window; at most MAX_CUTS_PER_CLIP cuts of a clip, spread
-evenly over it: a cyclic machine's cuts see every phase of its cycle), fits each level's calibration
+shorter lengths (`cut_lengths`: 1, 2 and 5 s for a 10 s window; at most MAX_CUTS_PER_CLIP cuts of a
+clip, spread evenly over it: a cyclic machine's cuts see every phase of its cycle), fits each level's calibration
 on them and learns the rules' ranges from them: the manifest's `short_clips` section, one entry per
 length.
 

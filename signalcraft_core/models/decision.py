@@ -155,8 +155,9 @@ def _scales(model_set: Any, inputs: ClipInputs, main_hybrid: HybridCalibration |
     entry without rule ranges (older sets) uses the window's.
     """
     n = len(inputs)
+    window = window_seconds(model_set)
     lengths = tuple(getattr(model_set, "short_clips", ()) or ())
-    choice = choose(getattr(inputs, "seconds", None), window_seconds(model_set), lengths)
+    choice = choose(getattr(inputs, "seconds", None), window, lengths)
     if choice.size != n:
         choice = np.full(n, -1, dtype=np.intp)
     remaining = np.ones(n, dtype=bool)
@@ -169,7 +170,7 @@ def _scales(model_set: Any, inputs: ClipInputs, main_hybrid: HybridCalibration |
             rules = model_set.rules if entry.rules is None or model_set.rules is None else entry.rules
             yield rows, replace(entry, hybrid=entry.hybrid if main_hybrid is not None else None, rules=rules)
     if remaining.any():
-        yield remaining, LengthCalibrations(window_seconds(model_set), level1=model_set.level1_calibration,
+        yield remaining, LengthCalibrations(window, level1=model_set.level1_calibration,
                                             level2=model_set.level2_calibration, hybrid=main_hybrid,
                                             rules=model_set.rules)
 

@@ -34,8 +34,8 @@ from signalcraft_core.models.model_store import ModelStore
 from signalcraft_core.pipeline.records import GradeRecord, record_id
 from signalcraft_core.pipeline.score import (
     ClipScore,
-    tune_malloc,
     score_decoded,
+    tune_malloc,
 )
 
 log = logging.getLogger(__name__)
