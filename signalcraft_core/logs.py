@@ -65,9 +65,9 @@ _QUIET_KEYS = {"level", "message", "timestamp", "logger", "location", "service",
 def as_text(entry: dict[str, Any]) -> str:
     """One log entry as a terminal line: `12:00:00.123 INFO  graded key=... grade=CRITICAL`."""
     stamp = str(entry.get("timestamp", ""))[11:23]
-    fields = " ".join(f"{k}={v if isinstance(v, (str, int, float)) else json.dumps(v)}"
+    fields = " ".join(f"{k}={printable(v) if isinstance(v, (str, int, float)) else json.dumps(v)}"
                       for k, v in entry.items() if k not in _QUIET_KEYS)
-    line = f"{stamp} {entry.get('level', ''):<7} {entry.get('message', '')}" + (f"  {fields}" if fields else "")
+    line = f"{stamp} {entry.get('level', ''):<7} {printable(entry.get('message', ''))}" + (f"  {fields}" if fields else "")
     return line + ("\n" + entry["exception"] if entry.get("exception") else "")
 
 
@@ -144,6 +144,19 @@ def scrub(text: str) -> str:
     text = _URL_USERINFO.sub(r"\1" + REDACTED + "@", text)
     text = _SECRETS.sub(lambda m: m.group("name") + REDACTED, text)
     return _ACCESS_KEY_ID.sub(REDACTED, text)
+
+
+#: C0 and C1 control characters (and DEL): a key or message carrying them could forge terminal lines.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: object) -> str:
+    """`text` safe to print on one terminal line: control characters as \\xNN escapes.
+
+    Object keys and error messages come from whoever uploaded or sent them; a newline or an escape
+    sequence in one must not forge a status line or rewrite the operator's terminal.
+    """
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
 
 
 def one_line(text: str, limit: int = 300) -> str:

@@ -8,7 +8,9 @@ is never patched.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import io
 import re
 import json
 import uuid
@@ -255,3 +257,35 @@ def test_signalcraft_report_lists_the_open_alerts(stack, s3_server):
     assert line.startswith(str(TODAY)) and "critical_grade" in line and line.endswith("site-d/slider/id_03/00000001.wav")
     old = CliRunner().invoke(cli, args + ["--date", "2024-01-02"]).output
     assert "Open alerts 2024-01-02 .. 2024-01-02" in old and old.rstrip().endswith("(none)")
+
+
+def test_the_local_alerts_file_is_private_and_never_followed_through_a_link(stack):
+    """A neighbour's symlink where the alerts file should be is refused; a new file is 0600, its folder 0700."""
+    s3, recordings, _, _, alerts_file = stack
+    victim = alerts_file.parent / "victim.rc"
+    victim.write_text("untouched\n")
+    alerts_file.symlink_to(victim)
+    assert score_upload.handler(upload(s3, recordings, "site-a/pump/id_00/a.wav", loud(1)))["grades"] == {"CRITICAL": 1}
+    assert victim.read_text() == "untouched\n"  # nothing appended through the link
+
+    alerts_file.unlink()
+    private = alerts_file.parent / "new" / "alerts.jsonl"
+    settings = dataclasses.replace(Settings.from_env(), alerts_file=str(private))
+    alerts.Publisher(settings, s3, "unused")._local(
+        alerts.build_alert(grade_row("2026-01-02", ("s", "pump", "id_1"), 0, 99.0), ["critical_grade"],
+                           dt.date(2026, 1, 2)))
+    assert json.loads(private.read_text())["machine"]["machine_id"] == "id_1"
+    assert private.stat().st_mode & 0o777 == 0o600 and private.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_an_alert_line_cannot_forge_terminal_lines(tmp_path):
+    """Control characters of a key print as escapes: one ALERT line, no carriage return or escape sequence."""
+    row = dataclasses.replace(grade_row("2026-01-02", ("s", "pump", "id_1"), 0, 99.0),
+                              key="s/pump/id_1/x\r\x1b[2KALERT forged\n.wav")
+    terminal = io.StringIO()
+    settings = dataclasses.replace(Settings.from_env(), alerts_file=str(tmp_path / "alerts.jsonl"))
+    alerts.Publisher(settings, None, "unused", stream=terminal)._local(
+        alerts.build_alert(row, ["critical_grade"], dt.date(2026, 1, 2)))
+    lines = terminal.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ALERT s/pump/id_1") and "\x1b" not in lines[0]
+    assert "x\\x0d\\x1b[2KALERT forged\\x0a.wav" in lines[0]

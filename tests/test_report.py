@@ -277,3 +277,33 @@ def test_html_report_renders_in_chromium(html_report, tmp_path):
     data = shot.read_bytes()
     assert _png_size(data) == (1280, 2000)
     assert len(data) > 30_000  # plots and tables, not a blank page
+
+
+def test_html_report_write_never_follows_a_planted_temporary_name(grades_dir, tmp_path):
+    """The report's temporary file is a fresh mkstemp name: a symlink a neighbour planted is never written through."""
+    pytest.importorskip("matplotlib")
+    out, victim = tmp_path / "r.html", tmp_path / "victim"
+    victim.write_text("untouched")
+    (tmp_path / f".r.html.tmp-{os.getpid()}").symlink_to(victim)  # the name the write used to predict
+    result = _run("report", "--grades", str(grades_dir), "--html", str(out), "--quiet")
+    assert result.exit_code == 0, result.output
+    assert victim.read_text() == "untouched" and "<html" in out.read_text("utf-8").lower()
+    assert out.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".r.html.tmp-{os.getpid()}", "r.html", "victim"]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_text_report_lines_print_control_characters_escaped():
+    """A key is the uploader's text: its newline or escape sequence must not forge a report line."""
+    from signalcraft_core.analysis.report import format_alerts
+
+    alert = {"day": "2026-01-02", "machine": {"site": "s", "machine_type": "pump", "machine_id": "id\x1b[31m"},
+             "record": {"key": "s/pump/x\nCRITICAL forged.wav", "score": 99.0}, "rules": ["critical_grade"]}
+    text = format_alerts([alert], date(2026, 1, 1), date(2026, 1, 2))
+    assert len(text.splitlines()) == 3 and "\x1b" not in text
+    assert "x\\x0aCRITICAL forged.wav" in text and "id\\x1b[31m" in text

@@ -58,3 +58,20 @@ def test_train_reads_normals_from_s3_and_publishes_artifacts_before_the_manifest
     assert (row["model_name"], row["model_version"], row["model_scope"]) == \
         (manifest["name"], manifest["version"], "machine")
     runtime.reset()
+
+
+def test_download_normals_never_writes_outside_its_folder(s3_server, s3, make_bucket, tmp_path):
+    """Keys are the uploader's: `a//abs/x.wav` or `..` parts would put a file anywhere; they are skipped, named."""
+    from signalcraft_core.training.sources import download_normals
+
+    recordings = make_bucket()
+    outside = tmp_path / "outside"
+    hostile = [f"m/{outside}/planted.wav", "m/./dot.wav", "m/a/../../up.wav"]
+    assert hostile[0].startswith("m//")  # the absolute path under the prefix
+    for key in [*hostile, "m/normal/ok.wav"]:
+        s3.put_object(Bucket=recordings, Key=key, Body=b"RIFF")
+    dest = tmp_path / "dest"
+    files, refused = download_normals(f"s3://{recordings}/m/", dest, s3_client(s3_server.endpoint_url), 1 << 20)
+    assert files == [dest / "normal" / "ok.wav"]
+    assert sorted(refused) == sorted(hostile)
+    assert not outside.exists() and not (tmp_path / "up.wav").exists()

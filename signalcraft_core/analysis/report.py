@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import pyarrow as pa
 
+from signalcraft_core.logs import printable
 from signalcraft_core.models.grading import CRITICAL_SCORE, WARNING_SCORE
 from signalcraft_core.pipeline.records import GRADES
 
@@ -234,14 +235,14 @@ def format_summary(summary: FleetSummary, source: str = "") -> str:
             lines.append(f"{e.code:<20} {e.count:>6}  {e.example_key}: {e.example_message}")
     else:
         lines.append("  (none)")
-    return "\n".join(lines) + "\n"
+    return _terminal(lines)
 
 
 def format_alerts(alerts: Sequence[dict[str, Any]], since: date, until: date) -> str:
     """Open machine alerts (pipeline/alerts.py markers): one line per machine and day, newest first."""
     lines = [f"Open alerts {since.isoformat()} .. {until.isoformat()} (one per machine and UTC day)"]
     if not alerts:
-        return "\n".join(lines + ["  (none)"]) + "\n"
+        return _terminal(lines + ["  (none)"])
     lines.append(f"{'day':<10}  {'machine':<28} {'rules':<28} {'score':>6}  {'bands':<10} key")
     for a in alerts:
         m, r = a.get("machine") or {}, a.get("record") or {}
@@ -251,7 +252,12 @@ def format_alerts(alerts: Sequence[dict[str, Any]], since: date, until: date) ->
         score = r.get("score")
         lines.append(f"{a.get('day', ''):<10}  {label:<28} {rules:<28} "
                      f"{_n(score) if isinstance(score, (int, float)) else '-':>6}  {bands:<10} {r.get('key') or '-'}")
-    return "\n".join(lines) + "\n"
+    return _terminal(lines)
+
+
+def _terminal(lines: Sequence[str]) -> str:
+    """Report lines as terminal text; keys, labels and messages are uploaders' text, so controls print escaped."""
+    return "".join(printable(line) + "\n" for line in lines)
 
 
 # --------------------------------------------------------------------------- plots

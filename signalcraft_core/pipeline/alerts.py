@@ -34,6 +34,7 @@ import json
 import logging
 import math
 import os
+import stat
 import statistics
 import sys
 import threading
@@ -45,7 +46,7 @@ from urllib.parse import quote, unquote
 from signalcraft_core.config import Settings
 from signalcraft_core.errors import SignalcraftError
 from signalcraft_core.io.objects import get_bytes, list_keys
-from signalcraft_core.logs import one_line
+from signalcraft_core.logs import one_line, printable
 from signalcraft_core.pipeline import observability
 
 log = logging.getLogger(__name__)
@@ -284,14 +285,31 @@ class Publisher:
         """The terminal line and the JSON-lines file of a local run."""
         path = Path(self.settings.alerts_file or Path.home() / ".signalcraft" / "alerts.jsonl")
         stream = self.stream or sys.stderr
-        stream.write(f"ALERT {subject(alert)}  bands {[b['band'] for b in alert['top_mel_bands']]}  "
-                     f"{alert['record'].get('key')}  (-> {path})\n")
+        stream.write(printable(f"ALERT {subject(alert)}  bands {[b['band'] for b in alert['top_mel_bands']]}  "
+                               f"{alert['record'].get('key')}  (-> {path})") + "\n")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with _file_lock, open(path, "a", encoding="utf-8") as out:
-                out.write(json.dumps(alert, sort_keys=True, default=str) + "\n")
+            with _file_lock:
+                _append_private(path, (json.dumps(alert, sort_keys=True, default=str) + "\n").encode("utf-8"))
         except OSError as exc:
             log.warning("alert not written to the alerts file", extra={"path": str(path), "error": one_line(str(exc))})
+
+
+def _append_private(path: Path, line: bytes) -> None:
+    """Append `line` to the alerts file: ours alone (0600 in a 0700 folder when created here), never a link.
+
+    The file may sit in a shared folder (SIGNALCRAFT_ALERTS_FILE): a neighbour's symlink in its place
+    would have us append sender-chosen text to a file of theirs choosing, so the open refuses links and
+    the open file must be a regular file this user owns.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o600)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            raise OSError(f"{path} is not a regular file owned by this user; alert not appended")
+        os.write(fd, line)
+    finally:
+        os.close(fd)
 
 
 def subject(alert: Mapping[str, Any]) -> str:

@@ -19,20 +19,35 @@ def is_uri(value: str | Path) -> bool:
     return str(value).startswith("s3://")
 
 
-def download_normals(uri: str, dest: Path, client: Any, max_bytes: int) -> list[Path]:
-    """Every .wav under an s3:// prefix outside anomaly folders, copied below `dest` (same relative paths)."""
+def local_name(rel: str) -> bool:
+    """Whether a key's part below the prefix is a plain relative path: no empty, `.` or `..` part, no NUL.
+
+    Keys are whoever uploaded them: `a//tmp/x.wav` would make `dest / rel` the absolute `/tmp/x.wav`,
+    and `..` would climb out of `dest`, so a training download could write anywhere the trainer can.
+    """
+    return bool(rel) and "\x00" not in rel and all(part not in ("", ".", "..") for part in rel.split("/"))
+
+
+def download_normals(uri: str, dest: Path, client: Any, max_bytes: int) -> tuple[list[Path], list[str]]:
+    """Every .wav under an s3:// prefix outside anomaly folders, copied below `dest` (same relative paths).
+
+    Returns the files and the keys left out because they cannot be a path below `dest` (`local_name`).
+    """
     bucket, prefix = parse_uri(uri)
     prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
-    files = []
+    files, refused = [], []
     for info in list_keys(client, bucket, prefix, (".wav",)):
         rel = info.key[len(prefix):]
-        if not rel or any(part.lower() in ANOMALY_DIR_NAMES for part in rel.split("/")[:-1]) or ".." in rel.split("/"):
+        if not local_name(rel):
+            refused.append(info.key)
+            continue
+        if any(part.lower() in ANOMALY_DIR_NAMES for part in rel.split("/")[:-1]):
             continue
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(fetch_bytes(client, bucket, info.key, max_bytes=max_bytes, known_size=info.size))
         files.append(target)
-    return files
+    return files, refused
 
 
 def publish_model_set(folder: Path, uri: str, client: Any) -> list[str]:

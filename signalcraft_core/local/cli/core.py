@@ -17,6 +17,7 @@ import click
 from signalcraft_core.config import PREFERENCES
 from signalcraft_core.io.keys import KNOWN_MACHINE_TYPES
 from signalcraft_core.local.console import Progress, info
+from signalcraft_core.logs import printable
 
 EXIT_SCORE_ERRORS = 1
 SCORE_BATCH = 16  # files read and graded together by `score`
@@ -109,7 +110,9 @@ def _train(data: tuple[str, ...], out: str, endpoint_url: str | None, tmp: Path,
     local: list[Path] = []
     for i, source in enumerate(data):
         if is_uri(source):
-            download_normals(source, tmp / f"data-{i}", client, DEFAULT_AUDIO_CONFIG.max_bytes)
+            _, refused = download_normals(source, tmp / f"data-{i}", client, DEFAULT_AUDIO_CONFIG.max_bytes)
+            for key in refused:
+                info(f"skipped {printable(key)}: not a plain relative path below {source}", quiet)
             local.append(tmp / f"data-{i}")
         elif Path(source).exists():
             local.append(Path(source))

@@ -7,6 +7,7 @@ Registered on the shared `cli` group at import. Text output needs nothing extra;
 from __future__ import annotations
 
 import os
+import tempfile
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -27,14 +28,28 @@ def _require_matplotlib() -> None:
 
 
 def _write(path: Path, data: bytes) -> None:
-    """Write through a temporary name so a reader never sees half a file."""
+    """Write through a temporary name so a reader never sees half a file.
+
+    The temporary file is mkstemp's (a new, unpredictable name opened O_EXCL, 0600): a fixed name in
+    a folder others can write could be a symlink planted there, and the write would follow it.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
     try:
-        tmp.write_bytes(data)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    """The process umask (read by setting it, then restored), so a report gets the mode a plain write would."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _read_records(uri: str, day: date | None, endpoint_url: str | None):
