@@ -86,11 +86,30 @@ class Settings:
         )
 
 
+def configured_cache_dir(env: Mapping[str, str] | None = None) -> Path | None:
+    """SIGNALCRAFT_CACHE_DIR when set: a folder the operator chose, so a refused one is an error, never replaced."""
+    value = (os.environ if env is None else env).get("SIGNALCRAFT_CACHE_DIR")
+    return Path(value) if value else None
+
+
 def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
     """SIGNALCRAFT_CACHE_DIR, else a per-user folder in /tmp (another local user cannot pre-create ours
-    unnoticed: the model store refuses a folder it does not own privately)."""
-    env = os.environ if env is None else env
-    return Path(env.get("SIGNALCRAFT_CACHE_DIR") or f"/tmp/signalcraft-models-{os.geteuid()}")
+    unnoticed: the model store refuses a folder it does not own privately, then uses `fallback_cache_dir`)."""
+    return configured_cache_dir(env) or Path(f"/tmp/signalcraft-models-{os.geteuid()}")
+
+
+def fallback_cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where the model cache goes when the default /tmp folder is refused (another user pre-created it):
+    $XDG_RUNTIME_DIR/signalcraft-models (the login's own 0700 folder), else a new private mkdtemp folder.
+
+    Without it, one `mkdir /tmp/signalcraft-models-<uid>` by a neighbour would fail every S3 model load.
+    """
+    import tempfile
+
+    runtime_dir = (os.environ if env is None else env).get("XDG_RUNTIME_DIR")
+    if runtime_dir and Path(runtime_dir).is_absolute():
+        return Path(runtime_dir) / "signalcraft-models"
+    return Path(tempfile.mkdtemp(prefix=f"signalcraft-models-{os.geteuid()}-"))
 
 
 def level2_engine(env: Mapping[str, str] | None = None) -> str:

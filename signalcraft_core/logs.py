@@ -146,17 +146,18 @@ def scrub(text: str) -> str:
     return _ACCESS_KEY_ID.sub(REDACTED, text)
 
 
-#: C0 and C1 control characters (and DEL): a key or message carrying them could forge terminal lines.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: C0 / C1 controls, DEL, line separators, bidi overrides, and the backslash that would make escapes ambiguous.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\\]")
 
 
 def printable(text: object) -> str:
-    """`text` safe to print on one terminal line: control characters as \\xNN escapes.
+    """`text` safe to print on one terminal line: controls, line separators and bidi overrides as \\uXXXX.
 
-    Object keys and error messages come from whoever uploaded or sent them; a newline or an escape
-    sequence in one must not forge a status line or rewrite the operator's terminal.
+    Object keys and error messages come from whoever uploaded or sent them; raw, a newline in one
+    forges a status line and an ESC sequence rewrites the operator's screen. Backslashes are doubled
+    so that a key spelling `\\u000a` cannot pass for an escaped newline.
     """
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+    return _UNPRINTABLE.sub(lambda m: "\\\\" if m.group() == "\\" else f"\\u{ord(m.group()):04x}", str(text))
 
 
 def one_line(text: str, limit: int = 300) -> str:

@@ -288,4 +288,4 @@ def test_an_alert_line_cannot_forge_terminal_lines(tmp_path):
         alerts.build_alert(row, ["critical_grade"], dt.date(2026, 1, 2)))
     lines = terminal.getvalue().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ALERT s/pump/id_1") and "\x1b" not in lines[0]
-    assert "x\\x0d\\x1b[2KALERT forged\\x0a.wav" in lines[0]
+    assert "x\\u000d\\u001b[2KALERT forged\\u000a.wav" in lines[0]

@@ -306,4 +306,4 @@ def test_text_report_lines_print_control_characters_escaped():
              "record": {"key": "s/pump/x\nCRITICAL forged.wav", "score": 99.0}, "rules": ["critical_grade"]}
     text = format_alerts([alert], date(2026, 1, 1), date(2026, 1, 2))
     assert len(text.splitlines()) == 3 and "\x1b" not in text
-    assert "x\\x0aCRITICAL forged.wav" in text and "id\\x1b[31m" in text
+    assert "x\\u000aCRITICAL forged.wav" in text and "id\\u001b[31m" in text

@@ -6,23 +6,50 @@ plain stand-ins that only hold their pickled state (nothing of scikit-learn is i
 `CompiledForest` flattens the trees into one node table and walks it level by level for all clips
 and trees at once. The numbers are scikit-learn's: features compared as float32 against float64
 thresholds like its trees, per-tree path lengths summed in tree order, the same normalisation.
-Anything it does not recognise (other steps, another layout of a future scikit-learn) makes
-`load_forest` return None, and the caller loads the file with joblib as before.
-Only call it on a file whose SHA-256 matched the manifest: unpickling still runs the pickle.
+The unpickler resolves only scikit-learn class names (to stand-ins), a short allow-list of numpy and
+joblib globals, and nothing else: a pickle naming `os.system` or `builtins.eval` is refused, not run.
+A pipeline of scikit-learn classes it cannot score exactly (other steps, another layout of a future
+scikit-learn) is the one case that still needs scikit-learn: `read_level1` then loads those same
+bytes with the real classes (same allow-list, logged as a warning), never with a plain joblib.load.
+Only call it on bytes whose SHA-256 matched the manifest: the allow-listed globals still run.
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import math
+import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+log = logging.getLogger(__name__)
+
 
 class UnsupportedModel(ValueError):
     """The pickled pipeline is not one this module can score exactly."""
+
+
+class DisallowedGlobal(pickle.UnpicklingError):
+    """The pickle names a global no Level-1 pipeline needs (os.system, builtins.eval ...): never resolved."""
+
+
+#: Globals a joblib-saved [StandardScaler +] IsolationForest pipeline refers to besides scikit-learn's
+#: classes: arrays, dtypes and scalars (numpy 1 and 2 spell the module differently), a pickled
+#: RandomState, and joblib's array wrapper. Everything else is refused before it is looked up.
+_ALLOWED_GLOBALS = frozenset({
+    ("numpy", "dtype"), ("numpy", "ndarray"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.random._pickle", "__randomstate_ctor"), ("numpy.random._pickle", "__bit_generator_ctor"),
+    ("numpy.random._pickle", "__generator_ctor"), ("numpy.random._mt19937", "MT19937"),
+    ("numpy.random._pcg64", "PCG64"),
+    ("joblib.numpy_pickle", "NumpyArrayWrapper"),
+})
 
 
 class _Stub:
@@ -50,19 +77,38 @@ def _stub(module: str, name: str) -> type:
     return _STUBS[key]
 
 
-def _unpickle_without_sklearn(path: Path) -> Any:
-    """joblib.load, except that scikit-learn classes become `_Stub`s (joblib internals; may raise)."""
+def _sklearn_class(module: str, name: str) -> type:
+    """The real scikit-learn class (imports scikit-learn): only a class defined in scikit-learn, never a
+    function to call or something a scikit-learn module merely imported (subprocess.Popen ...)."""
+    import importlib
+
+    obj = getattr(importlib.import_module(module), name)
+    defined_in = getattr(obj, "__module__", "") or ""
+    if not isinstance(obj, type) or not (defined_in == "sklearn" or defined_in.startswith("sklearn.")):
+        raise DisallowedGlobal(f"the pickle refers to {module}.{name}, which is not a scikit-learn class")
+    return obj
+
+
+def _unpickle(data: bytes, sklearn: Callable[[str, str], type]) -> Any:
+    """joblib.load of these bytes with an allow-list: scikit-learn names resolved by `sklearn`, the
+    globals in _ALLOWED_GLOBALS, DisallowedGlobal for anything else (joblib internals; may raise)."""
     from joblib import numpy_pickle
 
     class _Unpickler(numpy_pickle.NumpyUnpickler):
         def find_class(self, module: str, name: str) -> Any:
-            if module == "sklearn" or module.startswith("sklearn."):
-                return _stub(module, name)
-            return super().find_class(module, name)
+            if (module == "sklearn" or module.startswith("sklearn.")) and name.isidentifier():
+                return sklearn(module, name)
+            if (module, name) in _ALLOWED_GLOBALS:
+                return super().find_class(module, name)
+            raise DisallowedGlobal(f"the pickle refers to {module}.{name}, which no Level-1 pipeline needs")
 
-    with open(path, "rb") as f:
-        with numpy_pickle._validate_fileobject_and_memmap(f, str(path), None) as (fobj, _):
-            return _Unpickler(str(path), fobj, ensure_native_byte_order=True, mmap_mode=None).load()
+    with numpy_pickle._validate_fileobject_and_memmap(io.BytesIO(data), "level1.joblib", None) as (fobj, _):
+        return _Unpickler("level1.joblib", fobj, ensure_native_byte_order=True, mmap_mode=None).load()
+
+
+def _unpickle_without_sklearn(data: bytes) -> Any:
+    """The pickled pipeline with scikit-learn classes as `_Stub`s: nothing of scikit-learn is imported."""
+    return _unpickle(data, _stub)
 
 
 def _average_path_length(n: np.ndarray) -> np.ndarray:
@@ -186,9 +232,25 @@ def compile_pipeline(obj: Any) -> CompiledForest:
     )
 
 
-def load_forest(path: str | Path) -> CompiledForest | None:
-    """The verified level1.joblib as a CompiledForest, or None when only scikit-learn can score it."""
+def read_level1(data: bytes) -> Any:
+    """The verified level1 artifact's bytes as what scores them: a CompiledForest, or the scikit-learn
+    pipeline itself when (and only when) it is made of scikit-learn classes this module cannot score.
+
+    Raises DisallowedGlobal for a pickle naming anything else, and whatever the unpickler raises for
+    bytes that are not a joblib pickle; the caller reports either as a model error.
+    """
     try:
-        return compile_pipeline(_unpickle_without_sklearn(Path(path)))
-    except Exception:  # noqa: BLE001 - any surprise: let joblib + scikit-learn load it as before
+        return compile_pipeline(_unpickle_without_sklearn(data))
+    except UnsupportedModel as exc:
+        log.warning("level1 pipeline needs scikit-learn (%s); loading it with scikit-learn's classes", exc)
+        return _unpickle(data, _sklearn_class)
+
+
+def load_forest(source: str | Path | bytes) -> CompiledForest | None:
+    """The pipeline (bytes, or a file of training's own) as a CompiledForest, or None when this module
+    cannot score it. The scoring path uses `read_level1` on verified bytes instead."""
+    try:
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        return compile_pipeline(_unpickle_without_sklearn(data))
+    except Exception:  # noqa: BLE001 - any surprise: not something the numpy engine scores
         return None

@@ -3,11 +3,12 @@
 None of the training code: the artifact is self-contained TorchScript. The exported ScoringModule
 runs on numpy (level2_numpy.py, same numbers, no 1.5 s / 200 MiB torch import on a cold start);
 any other TorchScript module runs on torch, imported only then. SIGNALCRAFT_LEVEL2_ENGINE=torch
-forces torch.
+forces torch. The model set passes the artifact's verified bytes, so what runs is what was hashed.
 """
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,15 +25,16 @@ class Level2Result:
     band_errors: np.ndarray  # (n, n_mels) error per mel band, averaged over the pooled statistics
 
 
-def load_scoring_module(path: str | Path) -> Any:
-    """A NumpyScoringModule when the file is the exported ScoringModule, else the torch.jit module."""
+def load_scoring_module(source: str | Path | bytes) -> Any:
+    """A NumpyScoringModule when the artifact (verified bytes, or a file) is the exported ScoringModule,
+    else the torch.jit module."""
     if level2_engine() != "torch":
-        module = load_numpy_module(path)
+        module = load_numpy_module(source)
         if module is not None:
             return module
     import torch
 
-    module = torch.jit.load(str(path), map_location="cpu")
+    module = torch.jit.load(io.BytesIO(source) if isinstance(source, bytes) else str(source), map_location="cpu")
     module.eval()
     return module
 

@@ -12,6 +12,7 @@ matrix products (relative differences ~1e-6 in the MSE).
 
 from __future__ import annotations
 
+import io
 import pickle
 import re
 import zipfile
@@ -72,8 +73,6 @@ def _rebuild_tensor(storage: np.ndarray, offset: int, size: tuple, stride: tuple
 
 class _Unpickler(pickle.Unpickler):
     def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str) -> None:
-        import io
-
         super().__init__(io.BytesIO(data))
         self._archive, self._prefix = archive, prefix
         self._classes: dict[str, type] = {}
@@ -189,9 +188,10 @@ class NumpyScoringModule:
         return self
 
 
-def read_numpy_module(path: str | Path) -> NumpyScoringModule:
-    """Parse the TorchScript zip; UnsupportedModule when it is not the exported ScoringModule."""
-    with zipfile.ZipFile(path) as archive:
+def read_numpy_module(source: str | Path | bytes | io.BytesIO) -> NumpyScoringModule:
+    """Parse the TorchScript zip (verified bytes, a buffer or a file); UnsupportedModule when it is not
+    the exported ScoringModule."""
+    with zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source) as archive:
         names = archive.namelist()
         pkl = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
         if len(pkl) != 1:
@@ -221,10 +221,10 @@ def read_numpy_module(path: str | Path) -> NumpyScoringModule:
     return NumpyScoringModule(mean=mean, scale=scale, layers=tuple(layers))
 
 
-def load_numpy_module(path: str | Path) -> NumpyScoringModule | None:
+def load_numpy_module(source: str | Path | bytes) -> NumpyScoringModule | None:
     """The artifact as a NumpyScoringModule, or None when torch must run it."""
     try:
-        return read_numpy_module(path)
+        return read_numpy_module(source)
     except (UnsupportedModule, KeyError, AttributeError, ValueError, TypeError, pickle.UnpicklingError,
             zipfile.BadZipFile, EOFError, OSError):
         return None

@@ -1,6 +1,8 @@
 """A loaded, verified model set: feature profile, Level 1 (forest + rules), Level 2 (TorchScript AE).
 
-Loading verifies every artifact's SHA-256 against the manifest before deserialising it.
+Loading reads every artifact once (through folders only this user or root can write, see
+manifest.py), checks its SHA-256 against the manifest, and deserialises those same bytes: nothing
+is reopened by path between the check and the load.
 """
 
 from __future__ import annotations
@@ -13,7 +15,11 @@ from signalcraft_core.dsp.features import FeatureConfig
 from signalcraft_core.errors import ModelError
 from signalcraft_core.models.calibration import Calibration
 from signalcraft_core.models.clip_length import LengthCalibrations
-from signalcraft_core.models.manifest import read_manifest, verify_artifacts
+from signalcraft_core.models.manifest import (
+    read_artifacts,
+    read_manifest,
+    trusted_model_folder,
+)
 
 LEVEL1_ARTIFACT = "level1"
 LEVEL2_ARTIFACT = "autoencoder"
@@ -105,15 +111,26 @@ def _calibration(root: Path, section: dict[str, Any], level: str) -> Calibration
         raise ModelError(f"{root}: manifest {level}.calibration is missing or invalid ({exc!r})") from None
 
 
-def load_model_set(model_dir: str | Path, manifest: dict[str, Any] | None = None) -> ModelSet:
-    """Read the manifest, verify every artifact hash, then load them (never the other way round).
+def load_model_set(model_dir: str | Path, manifest: dict[str, Any] | None = None, *,
+                   trusted_root: str | Path | None = None) -> ModelSet:
+    """Read the manifest and every artifact through a checked folder, verify every hash, then load the bytes.
 
-    `manifest`: one already parsed from bytes the caller holds (the model store passes the manifest it
-    downloaded), so the hashes are checked against it and the folder's manifest.json is not read.
+    `manifest`: one already parsed from bytes the caller holds, so the hashes are checked against it
+    and the folder's manifest.json is not read. `trusted_root`: the model root `model_dir` lies in
+    (a model store's), held to the same ownership and mode rule as the set folder itself.
     """
     root = Path(model_dir)
-    manifest = read_manifest(root) if manifest is None else manifest
-    paths = verify_artifacts(root, manifest)
+    try:
+        with trusted_model_folder(root, trusted_root) as fd:
+            manifest = read_manifest(root, fd) if manifest is None else manifest
+            artifacts = read_artifacts(root, manifest, fd)
+    except FileNotFoundError:
+        raise ModelError(f"model folder {root} does not exist") from None
+    return model_set_from_bytes(root, manifest, artifacts)
+
+
+def model_set_from_bytes(root: Path, manifest: dict[str, Any], artifacts: dict[str, bytes]) -> ModelSet:
+    """A ModelSet from artifacts whose bytes the caller already checked against `manifest` (`root`: for messages)."""
     try:
         profile = FeatureConfig.from_dict(manifest["profile"])
     except (KeyError, TypeError, ValueError) as exc:
@@ -121,25 +138,21 @@ def load_model_set(model_dir: str | Path, manifest: dict[str, Any] | None = None
     check_feature_settings(root, manifest, profile)
     model_set = ModelSet(root=root, manifest=manifest, profile=profile)
     level2 = manifest.get("level2") or {}
-    if LEVEL2_ARTIFACT in paths:
+    if LEVEL2_ARTIFACT in artifacts:
         from signalcraft_core.models.level2 import load_scoring_module
 
         try:
-            model_set.level2_module = load_scoring_module(paths[LEVEL2_ARTIFACT])
+            model_set.level2_module = load_scoring_module(artifacts[LEVEL2_ARTIFACT])
         except Exception as exc:  # a corrupt but hash-matching file is the publisher's bug; say so
             raise ModelError(f"{root}: autoencoder does not load as TorchScript ({exc})") from None
         model_set.level2_calibration = _calibration(root, level2, "level2")
     level1 = manifest.get("level1") or {}
-    if LEVEL1_ARTIFACT in paths:
-        from signalcraft_core.models.forest import load_forest
+    if LEVEL1_ARTIFACT in artifacts:
+        from signalcraft_core.models.forest import read_level1
 
-        try:  # only reached after the hash matched: the file is the publisher's, not an attacker's
-            # numpy scoring of the same pipeline (no scikit-learn import); joblib when it is not one
-            model_set.level1_pipeline = load_forest(paths[LEVEL1_ARTIFACT])
-            if model_set.level1_pipeline is None:
-                import joblib
-
-                model_set.level1_pipeline = joblib.load(paths[LEVEL1_ARTIFACT])
+        try:  # only reached after the hash matched: the bytes are the publisher's, not an attacker's
+            # numpy scoring of the same pipeline; scikit-learn only for a pipeline of its classes it needs
+            model_set.level1_pipeline = read_level1(artifacts[LEVEL1_ARTIFACT])
         except Exception as exc:  # noqa: BLE001 - e.g. pickled by an incompatible scikit-learn
             raise ModelError(f"{root}: level1 model does not load ({type(exc).__name__}: {exc})") from None
         model_set.level1_calibration = _calibration(root, level1, "level1")

@@ -2,10 +2,14 @@
 
 A model root holds one model set per machine type (`<root>/<type>/manifest.json`) plus
 `<root>/default/`; a folder that itself has a manifest.json is a single set used for everything.
+A local root is held to the rule the cache is (manifest.py: the root, each set folder, the manifest
+and the artifacts owned by this user or root and not writable by others, ancestors StrictModes-style).
 From S3, the manifest and artifacts are downloaded to a private cache folder (created 0700 and
 refused when another user owns it or can write to it, never through a symlink or a FIFO), each
 artifact's SHA-256 is checked against the manifest bytes this process downloaded (never a copy on
-disk) before anything is deserialised, and loaded sets stay in memory for warm invocations.
+disk), the checked bytes are what is deserialised, and loaded sets stay in memory for warm invocations.
+When the default cache folder is refused (a neighbour pre-created it), a private one replaces it
+with a warning; a SIGNALCRAFT_CACHE_DIR that is refused stays an error.
 The manifest's ETag is re-checked at most every `check_interval_s` seconds, so a newly published
 model is picked up without a redeploy.
 """
@@ -13,6 +17,7 @@ model is picked up without a redeploy.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import secrets
@@ -23,12 +28,29 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from signalcraft_core.config import default_cache_dir
+from signalcraft_core.config import (
+    configured_cache_dir,
+    default_cache_dir,
+    fallback_cache_dir,
+)
 from signalcraft_core.errors import ModelError
 from signalcraft_core.io.keys import KNOWN_MACHINE_TYPES, KeyInfo, parse_key
 from signalcraft_core.logs import one_line
-from signalcraft_core.models.manifest import MANIFEST_FILE, parse_manifest
-from signalcraft_core.models.model_set import ModelSet, load_model_set
+from signalcraft_core.models.manifest import (
+    MANIFEST_FILE,
+    Refuse,
+    open_trusted_dir,
+    open_trusted_subdirs,
+    parse_manifest,
+    verified_artifact,
+)
+from signalcraft_core.models.model_set import (
+    ModelSet,
+    load_model_set,
+    model_set_from_bytes,
+)
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_ROOT = Path(__file__).resolve().parents[2] / "models"  # the repository's (and the image's) models/
 DEFAULT_SET = "default"
@@ -165,7 +187,7 @@ class ModelStore:
     # -- loading -----------------------------------------------------------------------------
     def _load(self, name: str) -> tuple[ModelSet, str | None]:
         if not self.is_s3:
-            return load_model_set(self.root / name if name else self.root), None
+            return load_model_set(self.root / name if name else self.root, trusted_root=self.root), None
         return self._load_s3(name)
 
     def _s3(self):
@@ -229,162 +251,116 @@ class ModelStore:
                 raise ModelError(f"s3://{self.bucket}/{manifest_key}: set name or version {part!r} is not a plain "
                                  "folder name; refusing it")
         parts = [hashlib.sha256(self.uri.encode()).hexdigest()[:16], *folders, version]
+        root_fd = self._open_cache()
         local = self.cache_dir.joinpath(*parts)
-        root_fd = open_private_dir(self.cache_dir)
         try:
-            set_fd = _private_subdirs(root_fd, parts, self.cache_dir)
+            set_fd = open_trusted_subdirs(root_fd, parts, self.cache_dir, create=True, refuse=_cache_refusal(self.cache_dir))
             try:
-                for art_name, art in manifest["artifacts"].items():
-                    self._fetch_artifact(client, name, art_name, art, set_fd, local)
+                artifacts = {art_name: self._fetch_artifact(client, name, art_name, art, set_fd, local)
+                             for art_name, art in manifest["artifacts"].items()}
                 _write_file(set_fd, MANIFEST_FILE, data)  # for people looking; never read back to verify
             finally:
                 os.close(set_fd)
         finally:
             os.close(root_fd)
-        # Verified against the manifest parsed from the downloaded bytes, not the copy in the cache.
-        return load_model_set(local, manifest=manifest), obj.get("ETag")
+        # The bytes checked against the downloaded manifest are the bytes loaded: no path is reopened.
+        return model_set_from_bytes(local, manifest, artifacts), obj.get("ETag")
 
-    def _fetch_artifact(self, client: Any, name: str, art_name: str, art: dict, set_fd: int, local: Path) -> None:
-        """One artifact into the cache: kept if the cached file already hashes right, else downloaded and checked."""
-        *subdirs, filename = PurePosixPath(art["path"]).parts  # parse_manifest refused absolute paths, `..`, `\\`
-        dir_fd = _private_subdirs(set_fd, subdirs, local) if subdirs else set_fd
+    def _open_cache(self) -> int:
+        """The cache folder's descriptor; the default /tmp one, when refused, gives way to a private one."""
         try:
-            if _regular_file_sha256(dir_fd, filename) == art["sha256"]:
-                return
+            return open_private_dir(self.cache_dir)
+        except ModelError as exc:
+            if configured_cache_dir() is not None or self.cache_dir != default_cache_dir():
+                raise  # a folder the operator chose: refusing it is the answer, not a surprise elsewhere
+            fallback = fallback_cache_dir()
+            log.warning("%s; caching models in %s instead", one_line(exc.message), fallback)
+            self.cache_dir = fallback
+            return open_private_dir(fallback)
+
+    def _fetch_artifact(self, client: Any, name: str, art_name: str, art: dict, set_fd: int, local: Path) -> bytes:
+        """One artifact's checked bytes: the cached file's when it already hashes right, else downloaded,
+        checked and cached. The caller deserialises these bytes; the cached file is never read again."""
+        *subdirs, filename = PurePosixPath(art["path"]).parts  # parse_manifest refused absolute paths, `..`, `.`
+        dir_fd = open_trusted_subdirs(set_fd, subdirs, local, create=True, refuse=_cache_refusal(self.cache_dir))
+        try:
+            cached = _regular_file_bytes(dir_fd, filename)
+            if cached is not None and hashlib.sha256(cached).hexdigest() == art["sha256"]:
+                return cached
             key = self._s3_key(name, art["path"])
             try:
                 body = client.get_object(Bucket=self.bucket, Key=key)["Body"]
-            except Exception as exc:  # noqa: BLE001
+                chunks = list(body.iter_chunks(1 << 20))
+            except Exception as exc:  # noqa: BLE001 - refused, or a connection lost mid-download
                 raise ModelError(f"cannot download model artifact {art['path']} from {self.uri}: {_cause(exc)}") from None
-            digest = hashlib.sha256()
-
-            def chunks():
-                try:
-                    for chunk in body.iter_chunks(1 << 20):
-                        digest.update(chunk)
-                        yield chunk
-                except Exception as exc:  # noqa: BLE001 - a connection lost mid-download
-                    raise ModelError(f"cannot download model artifact {art['path']} from {self.uri}: "
-                                     f"{_cause(exc)}") from None
-
-            def verified() -> None:
-                if digest.hexdigest() != art["sha256"]:
-                    raise ModelError(
-                        f"s3://{self.bucket}/{key}: artifact {art_name} ({art['path']}) fails its integrity check "
-                        f"(sha256 {digest.hexdigest()[:12]}... != manifest {art['sha256'][:12]}...); refusing to load it")
-
-            _write_file(dir_fd, filename, chunks(), check=verified)
+            data = verified_artifact(art_name, art, b"".join(chunks), f"s3://{self.bucket}/{key}")
+            _write_file(dir_fd, filename, data)
+            return data
         finally:
-            if dir_fd != set_fd:
-                os.close(dir_fd)
+            os.close(dir_fd)
 
 
 # -- the private cache folder ---------------------------------------------------------------------
 
-_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | os.O_NOFOLLOW
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK  # O_NONBLOCK: a planted FIFO cannot hang the open
 
 
-def _refusal(st: os.stat_result) -> str | None:
-    """Why a folder is not private to this user, or None when it is."""
-    if stat.S_ISLNK(st.st_mode):
-        return "is a symbolic link"
-    if not stat.S_ISDIR(st.st_mode):
-        return "is not a folder"
-    if st.st_uid != os.geteuid():
-        return f"is owned by uid {st.st_uid}, not by this user (uid {os.geteuid()})"
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return f"is writable by other users (mode {stat.S_IMODE(st.st_mode):04o})"
-    return None
+def _cache_refusal(cache: Path) -> Refuse:
+    """How a cache folder that is not private (or an ancestor that lets others replace it) is refused."""
 
+    def refuse(where: Path, reason: str) -> ModelError:
+        what = f"{cache}" if where == cache else f"{cache}: {where}"
+        return ModelError(f"model cache folder {what} {reason}; refusing to use it "
+                          "(remove it, or set SIGNALCRAFT_CACHE_DIR to a folder only you can write)")
 
-def _refuse(where: Path, reason: str) -> ModelError:
-    return ModelError(f"model cache folder {where} {reason}; refusing to use it "
-                      "(remove it, or set SIGNALCRAFT_CACHE_DIR to a folder only you can write)")
+    return refuse
 
 
 def open_private_dir(path: str | Path) -> int:
-    """A descriptor of `path`, created 0700 if absent; refused unless it is a real folder this user alone can write.
+    """A descriptor of `path`, created 0700 if absent; refused unless it is a real folder only this user (or root) can write.
 
-    The folder is checked with lstat (a symlink is refused, not followed), opened with O_NOFOLLOW and
-    checked again on the descriptor, so what was checked is what is used.
+    The folder and its ancestors are walked from `/` with O_NOFOLLOW and checked on each descriptor
+    (manifest.open_trusted_dir), so what was checked is what is used; only the folder's own name is
+    not resolved first (a symlinked cache is refused, a symlinked /tmp is not).
     """
     path = Path(path)
+    where = Path(os.path.abspath(path.parent)).resolve() / path.name
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        where.parent.mkdir(parents=True, exist_ok=True)
         try:
-            os.mkdir(path, 0o700)
+            os.mkdir(where, 0o700)
         except FileExistsError:
             pass
-        reason = _refusal(os.lstat(path))
-        if reason:
-            raise _refuse(path, reason)
-        fd = os.open(path, _DIR_FLAGS)
+        return open_trusted_dir(where, refuse=_cache_refusal(path))
     except ModelError:
         raise
     except OSError as exc:
         raise ModelError(f"model cache folder {path} cannot be used: {exc.strerror or exc}") from None
-    reason = _refusal(os.fstat(fd))
-    if reason:
-        os.close(fd)
-        raise _refuse(path, reason)
-    return fd
 
 
-def _private_subdirs(parent_fd: int, names: list[str], where: Path) -> int:
-    """Descend (creating 0700) through `names` below an open private folder; a descriptor of the last one."""
-    fd = os.dup(parent_fd)
-    for name in names:
-        try:
-            try:
-                os.mkdir(name, 0o700, dir_fd=fd)
-            except FileExistsError:
-                pass
-            child = os.open(name, _DIR_FLAGS, dir_fd=fd)
-        except OSError as exc:  # ELOOP / ENOTDIR: a symlink or a file where a folder belongs
-            os.close(fd)
-            raise _refuse(where, f"holds {name!r} that is not a plain folder ({exc.strerror or exc})") from None
-        os.close(fd)
-        fd = child
-        reason = _refusal(os.fstat(fd))
-        if reason:
-            os.close(fd)
-            raise _refuse(where, f"holds {name!r} that {reason}")
-    return fd
-
-
-def _regular_file_sha256(dir_fd: int, name: str) -> str | None:
-    """SHA-256 of a regular file in the folder; None when absent, a symlink, a FIFO or anything else."""
+def _regular_file_bytes(dir_fd: int, name: str) -> bytes | None:
+    """The bytes of a regular file in the folder; None when absent, a symlink, a FIFO or anything else."""
     try:
         fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
     except OSError:
         return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
             return None
-        digest = hashlib.sha256()
-        while block := os.read(fd, 1 << 20):
-            digest.update(block)
-        return digest.hexdigest()
-    finally:
-        os.close(fd)
+        return handle.read()
 
 
-def _write_file(dir_fd: int, name: str, content, check=None) -> None:
+def _write_file(dir_fd: int, name: str, content: bytes) -> None:
     """Write to a new temp file (O_EXCL, O_NOFOLLOW, 0600) in the folder, then rename it over `name`.
 
-    `content` is bytes or an iterable of chunks; `check` runs after the last byte and before the
-    rename (it raises to refuse). The rename replaces whatever `name` was (a symlink, a FIFO)
+    Only checked bytes are written; the rename replaces whatever `name` was (a symlink, a FIFO)
     without following it.
     """
     tmp = f".{name}.{secrets.token_hex(8)}.part"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
     try:
         with os.fdopen(fd, "wb") as handle:
-            for chunk in ([content] if isinstance(content, bytes) else content):
-                handle.write(chunk)
-        if check is not None:
-            check()
+            handle.write(content)
         os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         try:
