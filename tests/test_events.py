@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from signalcraft_core.io.events import (
     FUNCTION_FOR,
     MAX_JSON_DEPTH,
+    MAX_SIZE,
     EventItem,
     ObjectRef,
     eventbridge_key,
@@ -522,3 +523,50 @@ def test_object_ref_is_frozen_and_validated() -> None:
         ObjectRef("", "k")
     with pytest.raises(ValueError):
         ObjectRef("b", "")
+
+
+# ---------------------------------------------------------------------------------------- sizes
+
+
+@pytest.mark.parametrize("size, expected", [(0, 0), (4321, 4321), ("4321", 4321), (7.0, 7), (MAX_SIZE, MAX_SIZE),
+                                            (MAX_SIZE + 1, None), (2**64, None), (-1, None), ("-1", None),
+                                            ("\u0663", None), (True, None), (1.5, None), ("", None), (None, None)])
+def test_an_event_size_is_an_int64_or_unknown(size, expected) -> None:
+    """A size the records cannot store (int64) would fail the whole batch's write: unknown instead (a HEAD says)."""
+    event = generate_event("s3-put", BUCKET, KEY)
+    event["Records"][0]["s3"]["object"]["size"] = size
+    assert only_ref(parse_event(event)).size == expected
+
+
+def test_one_poison_sqs_message_fails_alone(s3_server, s3, make_bucket, monkeypatch) -> None:
+    """Good messages of an SQS batch are done even when one message hits an error nothing foresaw."""
+    from handlers import score_upload
+    from signalcraft_core.pipeline import runtime, serverless
+    from tests.handler_env import configure_handlers
+    from tests.test_fleet import clip
+
+    recordings, grades = make_bucket(), make_bucket()
+    configure_handlers(monkeypatch, s3_server.endpoint_url, grades, log_level="CRITICAL")
+    good, gone, bug = "site-a/pump/id_00/good.wav", "site-a/pump/id_00/gone.wav", "site-a/pump/id_00/bug.wav"
+    for key in (good, bug):
+        s3.put_object(Bucket=recordings, Key=key, Body=clip(1))
+    huge = generate_event("s3-put", recordings, gone)
+    huge["Records"][0]["s3"]["object"]["size"] = 2**64   # the record of the missing object carried this size
+    grade = serverless._grade
+
+    def grade_or_bug(refs, rt):   # an unforeseen error for one message's recording (not the store, not a model)
+        if any(r.key == bug for r in refs):
+            raise OverflowError("a bug this message triggers")
+        return grade(refs, rt)
+
+    monkeypatch.setattr(serverless, "_grade", grade_or_bug)
+    batch = {"Records": [{"messageId": m, "receiptHandle": "h", "eventSource": "aws:sqs", "body": json.dumps(e),
+                          "attributes": {}, "messageAttributes": {}}
+                         for m, e in (("good", generate_event("s3-put", recordings, good)), ("huge", huge),
+                                      ("bug", generate_event("s3-put", recordings, bug)))]}
+    try:
+        result = score_upload.handler(batch)
+    finally:
+        runtime.reset()
+    assert result["batchItemFailures"] == [{"itemIdentifier": "bug"}]
+    assert result["records"] == 2 and result["errors"] == {"not_found": 1}

@@ -166,9 +166,9 @@ def test_sweep_mode_defaults_to_incremental_and_is_checked() -> None:
     sweep = states[choice["Next"]]
     assert sweep["ItemReader"]["Parameters"] == {"Bucket.$": "$.bucket", "Prefix.$": "$.prefix"}
     assert sweep["ItemBatcher"]["BatchInput"]["mode.$"] == "$.mode"
-    compact = states[sweep["Next"]]
-    assert compact["Parameters"]["Payload"]["mode.$"] == "$.mode"
-    assert sweep["Catch"][0]["Next"] == sweep["Next"]  # compaction runs after a failed map too
+    compact = states["CompactDay"]
+    assert compact["Arguments"]["Payload"]["mode"] == "{% $states.input.mode %}"
+    assert sweep["Catch"][0]["Next"] == "CompactDay"  # compaction runs after a failed map too
 
 
 def test_sweep_prefix_parameter_reaches_schedule_state_machine_and_function(template: dict, resources: dict) -> None:

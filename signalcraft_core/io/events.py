@@ -42,6 +42,7 @@ from signalcraft_core.io.objects import clean_etag
 __all__ = [
     "FUNCTION_FOR",
     "MAX_JSON_DEPTH",
+    "MAX_SIZE",
     "SOURCES",
     "EventItem",
     "MapBatch",
@@ -152,17 +153,23 @@ class _Part:
 # --------------------------------------------------------------------------------------------- helpers
 
 
+MAX_SIZE = 2**63 - 1
+"""The largest size an event may state: the records store sizes as int64 (a larger one could not be written)."""
+
+
 def _as_size(value: Any) -> int | None:
-    """Sizes are ints in events; tolerate digit strings, refuse anything else quietly."""
+    """Sizes are ints in events; tolerate digit strings, refuse anything else quietly (None: HEAD it).
+
+    Out of range (negative, past int64) is refused too: such a size would fail the record's write
+    later, i.e. the whole batch, instead of being looked up.
+    """
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return value if value >= 0 else None
-    if isinstance(value, float) and value.is_integer() and value >= 0:
-        return int(value)
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    elif isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    return value if isinstance(value, int) and 0 <= value <= MAX_SIZE else None
 
 
 def _opt_str(value: Any) -> str | None:

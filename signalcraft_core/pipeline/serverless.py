@@ -42,12 +42,13 @@ from signalcraft_core.pipeline.runtime import get_runtime
 from signalcraft_core.pipeline.sweep import (
     SweepState,
     check_mode,
+    completed_sweep_start,
     day_of,
     final_records,
     is_candidate,
     load_state,
+    next_retry,
     save_state,
-    transient_keys,
 )
 
 log = logging.getLogger(__name__)
@@ -164,8 +165,11 @@ def grade_upload_event(event: dict[str, Any], context: Any = None) -> dict[str, 
 def _sqs_batch(event: dict[str, Any], items: list, grade_item: Any) -> list[dict[str, str]]:
     """batchItemFailures of an SQS batch, with Powertools' BatchProcessor (one item per SQS record, in order).
 
-    Only _Retry marks a message failed; any other exception is a programming error and fails the
-    invocation once every message had its turn (Lambda's Errors metric and alarm see it).
+    _Retry marks a message failed. A SignalcraftError that escapes grading (the store or the models
+    failing outside one recording, e.g. the grade write) fails the invocation once every message had
+    its turn, as before: the whole batch is retried. Any other exception is about that message (data
+    nothing caught, or a bug it triggers): it is logged with its traceback and fails that message
+    only, so one poison message goes to the queue's dead-letter queue alone, not with the good ones.
     """
     from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 
@@ -178,9 +182,12 @@ def _sqs_batch(event: dict[str, Any], items: list, grade_item: Any) -> list[dict
             grade_item(by_record[id(record.raw_event)])
         except _Retry:
             raise
-        except Exception as exc:
+        except SignalcraftError as exc:
             unexpected.append(exc)
             raise
+        except Exception:
+            log.exception("message failed", extra={"message_id": by_record[id(record.raw_event)].message_id})
+            raise _Retry("unexpected error") from None
 
     if not all(isinstance(r.get("messageId"), str) for r in records):
         failures = []
@@ -280,8 +287,9 @@ def run_sweep(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
 
     `mode`: `incremental` (default; new and retryable recordings only, see pipeline/sweep.py) or
     `backfill` (everything again, e.g. after a new model). A complete sweep compacts the partitions
-    it and the day's writers touched and advances the sweep state; one that stops before its
-    deadline says where to resume (`resume_after`) and leaves the state as it was.
+    it and the day's writers touched and advances the sweep state (the retry list from those
+    partitions' records, so a resumed sweep keeps its earlier invocations' failures); one that stops
+    before its deadline says where to resume (`resume_after`) and leaves the state as it was.
     `{"action": "compact"}` only compacts (the state machine's last step).
     """
     runtime, sink = _start(context)
@@ -297,8 +305,7 @@ def run_sweep(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     batch: list[ObjectRef] = []
     batch_bytes = 0
     counts = {"listed": 0, "outside_window": 0, "already_graded": 0, "parquet_files": 0}
-    transient: set[str] = set()
-    graded: set[str] = set()
+    graded: set[str] = set()  # found graded by the index: off the retry list
     resume_after = None
     on_progress = getattr(context, "on_progress", None)  # set by `signalcraft sweep`; Lambda has none
 
@@ -308,8 +315,6 @@ def run_sweep(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         counts["parquet_files"] += len(sink.write(records))  # one file per partition the batch touches
         _alert_critical(records, runtime, sink)
         summary = merge_summaries(summary, summarise(records))
-        for r in records:
-            (transient if r.error_code in TRANSIENT_CODES else graded).add(r.key)
         batch.clear()
         batch_bytes = 0
         if on_progress is not None:
@@ -345,17 +350,32 @@ def run_sweep(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
               "complete": resume_after is None, "resume_after": resume_after}
     if resume_after is None:
         since = started - dt.timedelta(hours=COMPACT_LOOKBACK_HOURS)
-        result["compaction"] = asdict(sink.compact(partitions=sink.touched | sink.recent_partitions(since)))
+        partitions = sink.touched | sink.recent_partitions(since)
+        result["compaction"] = asdict(sink.compact(partitions=partitions))
         if mode == "incremental":
-            state = SweepState(watermark=started, retry=sorted((retry - graded) | transient))
-            save_state(runtime.client, sink.bucket, request.bucket, request.prefix, state)
-            result["watermark"] = started.isoformat()
+            # a resumed sweep's earlier invocations wrote their failures into these partitions too
+            result["watermark"] = _advance_state(runtime, sink, request.bucket, request.prefix, partitions,
+                                                 started, state, done=graded)
         _alert_trends(runtime, sink)
     return result
 
 
+def _advance_state(runtime: Any, sink: Any, bucket: str, prefix: str, partitions: set[str],
+                   started: dt.datetime, old: SweepState, done: set[str] = frozenset()) -> str:
+    """Store a complete sweep's state: watermark = its start, the retry list from the records of `partitions`."""
+    rows = sink.index_rows({p.split("/")[0][len("dt="):] for p in partitions})
+    state = SweepState(watermark=started, retry=next_retry(old.retry, rows, prefix, done))
+    save_state(runtime.client, sink.bucket, bucket, prefix, state)
+    return started.isoformat()
+
+
 def _compact_step(event: dict[str, Any], runtime: Any, sink: Any) -> dict[str, Any]:
-    """The state machine's last step: compact, then (incremental) advance the sweep state of SWEEP_BUCKET."""
+    """The state machine's last step: compact, then (incremental, every batch done) advance the sweep state.
+
+    It runs after a failed Map too (the day's upload files still get merged); then, or when any batch
+    failed within the Map's tolerance, `complete` is false and the state stays as it was.
+    """
+    started = completed_sweep_start(event)
     now = dt.datetime.now(dt.timezone.utc)
     since = now - dt.timedelta(hours=COMPACT_LOOKBACK_HOURS)
     # the partitions the Map batches and the day's writers touched, plus the named day's if any
@@ -364,12 +384,10 @@ def _compact_step(event: dict[str, Any], runtime: Any, sink: Any) -> dict[str, A
     if event.get("date"):
         result["date"] = event["date"]
     bucket, prefix = event.get("bucket") or runtime.config.sweep_bucket, event.get("prefix", runtime.config.sweep_prefix)
-    if check_mode(event.get("mode")) == "incremental" and bucket:
+    result["complete"] = started is not None
+    if check_mode(event.get("mode")) == "incremental" and bucket and started is not None:
         # the Map batches wrote their transient errors into these partitions: they become the retry list
-        rows = sink.index_rows({p.split("/")[0][len("dt="):] for p in partitions})
-        old = load_state(runtime.client, sink.bucket, bucket, prefix)
-        retry = (set(old.retry) - set(k for k, _ in final_records(rows))) | transient_keys(rows)
-        save_state(runtime.client, sink.bucket, bucket, prefix, SweepState(watermark=now, retry=sorted(retry)))
-        result["watermark"] = now.isoformat()
+        result["watermark"] = _advance_state(runtime, sink, bucket, prefix, partitions, started,
+                                             load_state(runtime.client, sink.bucket, bucket, prefix))
     _alert_trends(runtime, sink)
     return result

@@ -9,8 +9,11 @@ grades, plus the grades themselves as the index of what is done.
   record (a grade, or an error that is not transient) for the same key and ETag from the current
   model version of its model set. Only those partitions are read (a night reads one or two days).
 - When the sweep is complete it stores `watermark = its start time` and the retry list: keys whose
-  latest record is a transient error (storage, model). A crashed or cut-short sweep stores nothing,
-  so the next one starts from the old watermark again (re-runs write the same record ids).
+  latest record is a transient error (storage, model), oldest failure first. A crashed or cut-short
+  sweep, or a state machine run with a failed batch, stores nothing, so the next one starts from
+  the old watermark again (re-runs write the same record ids). The retry list is rebuilt from the
+  grade records the sweep's partitions hold, so a sweep resumed over several invocations (or a Map
+  of many batches) keeps every invocation's failures, not only the last one's.
 
 Guarantees: an upload landing while a sweep runs, or an event that arrives late, has a LastModified
 after the previous watermark, so the next night sees it; the overlap (SWEEP_OVERLAP_HOURS, 24 h)
@@ -32,7 +35,8 @@ from signalcraft_core.errors import ErrorCode, StorageError
 from signalcraft_core.io.objects import get_bytes, put_bytes
 from signalcraft_core.pipeline.grade import TRANSIENT_CODES
 
-#: A retry list longer than this keeps the newest entries (a store failing for weeks is an alarm, not a list).
+#: A retry list longer than this keeps the newest entries (a store failing for weeks is an alarm, not a list):
+#: the list is kept in the order the failures were first seen (next_retry), so its tail is the newest.
 MAX_RETRY_KEYS = 10_000
 STATE_PREFIX = "_signalcraft/sweep-state/"
 
@@ -68,6 +72,13 @@ def state_key(bucket: str, prefix: str) -> str:
 
 
 def load_state(client: Any, output_bucket: str, bucket: str, prefix: str) -> SweepState:
+    """The stored state, or an empty one before the first complete sweep.
+
+    Only NOT_FOUND means "no state yet". On AWS a GET of a missing key answers 403 AccessDenied
+    unless the role may also ListBucket that key (the s3:prefix condition is evaluated against the
+    key): template.yaml grants ListBucket on STATE_PREFIX for that reason. Any other error is raised,
+    never read as a first sweep: that would drop the retry list and re-list the whole history.
+    """
     try:
         return SweepState.from_json(get_bytes(client, output_bucket, state_key(bucket, prefix)))
     except StorageError as exc:
@@ -78,6 +89,39 @@ def load_state(client: Any, output_bucket: str, bucket: str, prefix: str) -> Swe
 
 def save_state(client: Any, output_bucket: str, bucket: str, prefix: str, state: SweepState) -> None:
     put_bytes(client, output_bucket, state_key(bucket, prefix), state.to_json(), content_type="application/json")
+
+
+def next_retry(old: Iterable[str], index_rows: Iterable[dict[str, Any]], prefix: str,
+               done: Iterable[str] = ()) -> list[str]:
+    """The retry list after a complete sweep, oldest failure first (to_json keeps the tail: the newest).
+
+    Rebuilt from the grade records of the partitions the sweep wrote (its own invocations, resumed or
+    not, and its Map batches): the old keys that still have no final record, then the keys whose
+    latest record is newly a transient error. `done` adds keys the sweep found graded elsewhere.
+    Rows under another prefix belong to another sweep's state.
+    """
+    rows = [r for r in index_rows if r["key"].startswith(prefix)]
+    failed = transient_keys(rows)
+    settled = ({k for k, _ in final_records(rows)} | set(done)) - failed
+    kept = [k for k in dict.fromkeys(old) if k not in settled]
+    return kept + sorted(failed - set(kept))
+
+
+def completed_sweep_start(event: dict[str, Any]) -> dt.datetime | None:
+    """The start of the sweep a compaction step closes, when every one of its batches succeeded; else None.
+
+    The state machine passes `complete` (no Map error, no failed, timed-out or aborted item) and
+    `started` (the execution's start time: uploads during the sweep must stay in the next window).
+    Without `complete: true` the state stays as it was, so a failed batch's recordings stay candidates.
+    """
+    if event.get("complete") is not True:
+        return None
+    started = event.get("started")
+    try:
+        when = dt.datetime.fromisoformat(started.replace("Z", "+00:00"))
+    except (AttributeError, ValueError):
+        raise ValueError(f"a complete sweep's compaction step needs its start time, got started={started!r}") from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
 
 
 def is_candidate(last_modified: dt.datetime | None, key: str, state: SweepState, overlap_hours: float,

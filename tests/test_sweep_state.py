@@ -1,0 +1,159 @@
+"""The sweep state survives what a night can do to it: failed Map batches, resumed invocations, long retry lists.
+
+Real HTTP to the loopback S3 server; faults come from tests/faultproxy.py, never from patching boto3.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+
+import numpy as np
+import pytest
+
+from handlers import fleet_sweep, sweep_batch
+from signalcraft_core.io.audio import encode_wav
+from signalcraft_core.pipeline import runtime
+from signalcraft_core.pipeline.sinks import read_grades
+from signalcraft_core.pipeline.sweep import (
+    MAX_RETRY_KEYS,
+    STATE_PREFIX,
+    SweepState,
+    load_state,
+    next_retry,
+    save_state,
+)
+from tests.faultproxy import Fault, FaultProxy
+from tests.handler_env import configure_handlers
+
+PREFIX = "site-a/"
+
+
+def clip(seed: int, seconds: float = 1.1, rate: int = 8000) -> bytes:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(rate * seconds)) / rate
+    return encode_wav(0.2 * np.sin(2 * np.pi * (100 + seed) * t) + 0.05 * rng.standard_normal(t.size), rate)
+
+
+@pytest.fixture
+def fleet(s3_server, s3, make_bucket, monkeypatch):
+    recordings, grades = make_bucket(), make_bucket()
+    configure_handlers(monkeypatch, s3_server.endpoint_url, grades, log_level="CRITICAL")
+    yield s3, recordings, grades
+    runtime.reset()
+
+
+def _items(s3, recordings: str) -> list[dict]:
+    """The Distributed Map's items: what ListObjectsV2 says about each object."""
+    return [{"Key": o["Key"], "ETag": o["ETag"], "Size": o["Size"], "LastModified": o["LastModified"].isoformat()}
+            for o in s3.list_objects_v2(Bucket=recordings, Prefix=PREFIX)["Contents"]]
+
+
+def _compact(recordings: str, **outcome) -> dict:
+    return fleet_sweep.handler({"action": "compact", "bucket": recordings, "prefix": PREFIX, "date": None,
+                                "mode": "incremental", **outcome})
+
+
+class _ShortOnTime:
+    aws_request_id = "short-on-time"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 1_000
+
+
+# --------------------------------------------------------------------------- #1 a failed Map keeps the state
+
+
+def test_a_compaction_step_after_failed_batches_leaves_the_sweep_state_as_it_was(fleet):
+    s3, recordings, grades = fleet
+    before = SweepState(watermark=dt.datetime(2024, 5, 1, tzinfo=dt.timezone.utc), retry=["site-a/pump/id_00/old.wav"])
+    save_state(s3, grades, recordings, PREFIX, before)
+    s3.put_object(Bucket=recordings, Key="site-a/pump/id_00/00000001.wav", Body=clip(1))
+    started = "2024-05-08T02:00:00.123Z"
+
+    # the Map failed (Catch) or lost batches within its tolerance: the state machine says complete: false
+    step = _compact(recordings, complete=False, started=started)
+    assert step["complete"] is False and "watermark" not in step
+    assert load_state(s3, grades, recordings, PREFIX) == before
+    assert _compact(recordings)["complete"] is False   # no outcome at all (a hand-started step): the same
+    assert load_state(s3, grades, recordings, PREFIX) == before
+
+    # the recording the failed batch held is still a candidate the next night, and gets graded
+    assert sweep_batch.handler({"Items": _items(s3, recordings),
+                                "BatchInput": {"bucket": recordings, "prefix": PREFIX, "mode": "incremental"}})["records"] == 1
+    step = _compact(recordings, complete=True, started=started)
+    # the watermark is the execution's start, not the time the compaction step ran
+    assert step["watermark"] == "2024-05-08T02:00:00.123000+00:00"
+    assert load_state(s3, grades, recordings, PREFIX).watermark == dt.datetime(2024, 5, 8, 2, 0, 0, 123000,
+                                                                               tzinfo=dt.timezone.utc)
+
+
+def test_a_complete_compaction_step_needs_the_sweeps_start_time(fleet):
+    _, recordings, _ = fleet
+    with pytest.raises(ValueError, match="start time"):
+        _compact(recordings, complete=True)
+
+
+# --------------------------------------------------------------------------- #4 a resumed sweep keeps its failures
+
+
+def test_a_resumed_sweep_keeps_the_first_invocations_failures_on_the_retry_list(fleet, s3_server, monkeypatch):
+    s3, recordings, grades = fleet
+    monkeypatch.setenv("BATCH_SIZE", "1")   # 4 refs a chunk: the first invocation stops after one chunk
+    keys = [f"site-a/pump/id_00/{i:08d}.wav" for i in range(6)]
+    for i, key in enumerate(keys):
+        s3.put_object(Bucket=recordings, Key=key, Body=clip(i))
+    bad = keys[1]
+    with FaultProxy(s3_server.endpoint_url, seed=1) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        runtime.reset()
+        proxy.add(Fault.internal_error(method="GET", path="^" + re.escape(f"/{recordings}/{bad}") + "$"))
+        first = fleet_sweep.handler({"bucket": recordings, "prefix": PREFIX}, _ShortOnTime())
+        assert first["complete"] is False and first["errors"] == {"storage_error": 1}
+        proxy.clear()
+        rest = fleet_sweep.handler({"bucket": recordings, "prefix": PREFIX, "start_after": first["resume_after"]})
+    assert rest["complete"] is True and rest["errors"] == {}
+    assert load_state(s3, grades, recordings, PREFIX).retry == [bad]
+
+
+# --------------------------------------------------------------------------- #11 truncation keeps the newest
+
+
+def test_the_retry_list_keeps_failure_order_so_truncation_keeps_the_newest():
+    old = [f"{PREFIX}z/{i:08d}.wav" for i in range(MAX_RETRY_KEYS)]     # a long outage, alphabetically last
+    tonight = [{"key": f"{PREFIX}a/new.wav", "etag": "e", "status": "error", "error_code": "storage_error",
+                "model_version": "v1", "scored_at": dt.datetime(2024, 5, 8, tzinfo=dt.timezone.utc)}]
+    retry = next_retry(old, tonight, PREFIX)
+    assert retry[-1] == f"{PREFIX}a/new.wav" and retry[:-1] == old
+    kept = json.loads(SweepState(retry=retry).to_json())["retry"]
+    assert len(kept) == MAX_RETRY_KEYS and kept[-1] == f"{PREFIX}a/new.wav" and old[0] not in kept
+
+
+def test_the_retry_list_drops_what_is_graded_and_ignores_other_prefixes():
+    at = dt.datetime(2024, 5, 8, tzinfo=dt.timezone.utc)
+
+    def row(key, status="ok", code=None, when=at):
+        return {"key": key, "etag": "e", "status": status, "error_code": code, "model_version": "v1", "scored_at": when}
+
+    rows = [row(f"{PREFIX}1.wav", "error", "storage_error", at - dt.timedelta(hours=1)), row(f"{PREFIX}1.wav"),
+            row(f"{PREFIX}2.wav", "error", "model_error"), row("site-b/3.wav", "error", "storage_error")]
+    assert next_retry([f"{PREFIX}1.wav", f"{PREFIX}0.wav", f"{PREFIX}9.wav"], rows, PREFIX, done={f"{PREFIX}9.wav"}) \
+        == [f"{PREFIX}0.wav", f"{PREFIX}2.wav"]
+
+
+# --------------------------------------------------------------------------- #5 the state's prefix may be listed
+
+
+def test_a_missing_state_object_that_answers_403_is_not_read_as_a_first_sweep(fleet, s3_server, monkeypatch):
+    """AWS answers 403 for a missing key without ListBucket on it: load_state must not guess (the template grants
+    ListBucket on the state's prefix, tests/test_template_sweep_state.py)."""
+    from signalcraft_core.errors import StorageError
+
+    _, recordings, grades = fleet
+    with FaultProxy(s3_server.endpoint_url) as proxy:
+        proxy.add(Fault(kind="error", status=403, code="AccessDenied", method="GET", path=re.escape(STATE_PREFIX)))
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        runtime.reset()
+        with pytest.raises(StorageError, match="AccessDenied"):
+            load_state(runtime.get_runtime().client, grades, recordings, PREFIX)
