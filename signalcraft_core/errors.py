@@ -44,7 +44,16 @@ class SignalcraftError(Exception):
 
 
 class AudioError(SignalcraftError):
-    """The recording cannot be decoded into a gradeable signal."""
+    """The recording cannot be decoded into a gradeable signal.
+
+    A failure after the fmt chunk was read (too short, silent, NaN samples, an unsupported rate ...)
+    also says what the header declared, so its error record keeps the recording's rate, channels and
+    duration; None where the decoder never learnt them (duration: a data chunk cut short).
+    """
+
+    sample_rate_in: int | None = None
+    channels_in: int | None = None
+    duration_s: float | None = None
 
 
 class ModelError(SignalcraftError):

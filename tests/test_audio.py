@@ -220,6 +220,77 @@ def test_unknown_chunks_odd_sizes_and_order() -> None:
         np.testing.assert_array_equal(decode_wav(data).samples, ref)
 
 
+def test_first_fmt_and_first_data_chunk_are_used() -> None:
+    """One rule wherever the chunks are (module docstring): the first fmt, the first data; later ones are skipped."""
+    a, b = _pcm16(_tone(16000, 1.0, 440.0)), _pcm16(_tone(16000, 1.0, 1000.0))
+    ref = decode_wav(_riff(_fmt(), _chunk(b"data", a))).samples
+    for data in (
+        _riff(_fmt(), _fmt(rate=8000), _chunk(b"data", a)),  # two fmt chunks
+        _riff(_fmt(), _chunk(b"data", a), _fmt(rate=8000)),
+        _riff(_chunk(b"data", a), _chunk(b"data", b), _fmt()),  # two data chunks before fmt
+        _riff(_chunk(b"data", a), _fmt(), _chunk(b"data", b)),
+        _riff(_fmt(), _chunk(b"data", a), _chunk(b"data", b)),
+        _riff(_chunk(b"data", a), _fmt(), _fmt(rate=8000)),
+    ):
+        audio = decode_wav(data)
+        assert audio.sample_rate_in == 16000
+        np.testing.assert_array_equal(audio.samples, ref)
+
+
+def test_chunk_count_is_bounded() -> None:
+    """Millions of empty chunks would walk for minutes (78 s for 25 M): more than MAX_CHUNKS are refused."""
+    limit = audio_mod.MAX_CHUNKS
+    pcm = _pcm16(_tone(16000, 1.0))
+    empty = _chunk(b"junk", b"")
+    assert len(decode_wav(_riff(empty * (limit - 2), _fmt(), _chunk(b"data", pcm))).samples) == 16000  # exactly the limit
+    with pytest.raises(AudioError) as info:
+        decode_wav(_riff(empty * (limit - 1), _fmt(), _chunk(b"data", pcm)))  # one more
+    assert info.value.code is ErrorCode.BAD_HEADER and "too many chunks" in info.value.message
+
+
+def _lazy(*parts: bytes | int):
+    """A read(n) over `parts` (bytes, or an int: that many zero bytes, made as they are read), at most
+    1 MiB per call like an HTTP body, so a large file never exists in the test's memory."""
+    pos, index = 0, 0
+
+    def read(n: int) -> bytes:
+        nonlocal pos, index
+        while index < len(parts):
+            part = parts[index]
+            size = part if isinstance(part, int) else len(part)
+            if pos < size:
+                k = min(n, size - pos, 1 << 20)
+                out = bytes(k) if isinstance(part, int) else part[pos : pos + k]
+                pos += k
+                return out
+            pos, index = 0, index + 1
+        return b""
+
+    return read
+
+
+@pytest.mark.parametrize("pad", [True, False], ids=["padded", "pad-forgotten"])
+def test_odd_chunk_body_is_skipped_not_buffered(pad: bool) -> None:
+    """The padding check after an odd-sized chunk peeks a few bytes; it must not buffer the 32 MiB body first."""
+    import tracemalloc
+
+    junk = 32 * 2**20 + 1
+    pcm = _pcm16(_tone(16000, 1.2))
+    ref = decode_wav(_riff(_fmt(), _chunk(b"data", pcm))).samples
+    chunks = _fmt() + b"junk" + struct.pack("<I", junk)
+    tail = (b"\x00" if pad else b"") + _chunk(b"data", pcm)
+    size = 12 + len(chunks) + junk + len(tail)
+    head = b"RIFF" + struct.pack("<I", size - 8) + b"WAVE" + chunks
+    tracemalloc.start()
+    try:
+        audio = audio_mod.decode_stream(_lazy(head, junk, tail), size)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(audio.samples, ref)
+    assert peak < 8 * 2**20, f"{peak / 2**20:.1f} MiB held for a 32 MiB chunk"
+
+
 @pytest.mark.parametrize("size", [0, 0xFFFFFFFF])
 def test_streaming_placeholder_data_size_reads_to_end(size: int) -> None:
     pcm = _pcm16(_tone(16000, 1.25))
@@ -331,6 +402,30 @@ def test_messages_name_the_problem() -> None:
         decode_wav(ERROR_CASES["mu-law"][0])
     assert "0x0007" in info.value.message and "mu-law" in info.value.message
     assert "JPEG" in str(pytest.raises(AudioError, decode_wav, ERROR_CASES["jpeg"][0]).value)
+
+
+@pytest.mark.parametrize(("frames", "rate", "config", "code"), [
+    (15999, 16000, DEFAULT_AUDIO_CONFIG, ErrorCode.TOO_SHORT),  # 0.99994 s: was "1.000 s long, shorter than 1 s"
+    (3999, 4000, DEFAULT_AUDIO_CONFIG, ErrorCode.TOO_SHORT),
+    (3999, 16000, AudioConfig(min_seconds=0.25), ErrorCode.TOO_SHORT),
+    (600 * 4000 + 1, 4000, DEFAULT_AUDIO_CONFIG, ErrorCode.TOO_LONG),  # was "600.0 s long, longer than 600 s"
+    (12 * 16000 + 1, 16000, AudioConfig(max_seconds=12.0), ErrorCode.TOO_LONG),
+])
+def test_duration_messages_never_contradict_the_limit(frames: int, rate: int, config: AudioConfig,
+                                                      code: ErrorCode) -> None:
+    import re
+
+    data = _riff(_fmt(rate=rate, bits=8), _chunk(b"data", b"\x80" * frames))
+    with pytest.raises(AudioError) as info:
+        decode_wav(data, config)
+    assert info.value.code is code
+    said = re.fullmatch(r"recording is ([0-9.e+-]+) s long \((\d+) frames at (\d+) Hz\), (shorter|longer) than "
+                        r"the ([0-9.e+-]+) s (minimum|maximum)", info.value.message)
+    assert said, info.value.message
+    seconds, limit = float(said[1]), float(said[5])
+    assert (int(said[2]), int(said[3])) == (frames, rate)
+    assert (seconds < limit) if code is ErrorCode.TOO_SHORT else (seconds > limit), info.value.message
+    assert limit == (config.min_seconds if code is ErrorCode.TOO_SHORT else config.max_seconds)
 
 
 def test_header_claiming_huge_data_fails_fast() -> None:
@@ -478,6 +573,18 @@ def test_over_range_bound_is_inclusive_and_per_channel() -> None:
     assert _code(encode_wav(nan_too, 16000, "float32")) is ErrorCode.NON_FINITE
 
 
+@pytest.mark.parametrize("magnitude", [1e39, -1e39, 1e300, 1.7e308])
+def test_finite_float64_beyond_float32_is_out_of_range(magnitude: float) -> None:
+    """Judged on the float64 samples, not on their float32 cast (inf): finite is OUT_OF_RANGE, NaN still wins."""
+    x = _tone(16000, 1.2)
+    x[7000] = magnitude
+    assert _code(encode_wav(x, 16000, "float64")) is ErrorCode.OUT_OF_RANGE
+    both = np.stack([x, x], 1)  # the float64 mix of two 1.7e308 overflows: still out of range
+    assert _code(encode_wav(both, 16000, "float64")) is ErrorCode.OUT_OF_RANGE
+    x[9000] = np.nan
+    assert _code(encode_wav(x, 16000, "float64")) is ErrorCode.NON_FINITE
+
+
 # ------------------------------------------------------------------------------------ streaming decode
 
 
@@ -594,6 +701,34 @@ def test_resampler_output_does_not_depend_on_the_blocks(rate: int) -> None:
         return out
 
     np.testing.assert_array_equal(resample([1, 2, 3, 5, 8, 13, 400]), resample([len(x)]))
+
+
+def test_many_channel_blocks_are_filtered_a_full_block_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """64 channels make 1/64 of a block of mono samples per read; the resampler gathers a full block before
+    filtering, since each filtering step loops over up to `up` phases (16000 at 19,999 Hz). Same numbers."""
+    rate, channels = 19999, 64
+    x = _noise(int(rate * 1.2), channels, seed=8, amp=0.9)
+    data = encode_wav(x, rate, "pcm8")
+    raw = np.frombuffer(data, np.uint8, offset=44).reshape(-1, channels)
+    mono = np.empty(len(raw), np.float32)
+    audio_mod._convert_block(raw, "pcm8", mono)  # the whole recording mixed down in one go
+    one = audio_mod._Resampler(rate, 16000, len(mono))
+    expected = np.empty(one.n_out, np.float32)
+    one.finish(expected[one.push(mono, expected):])
+
+    block = 1 << 12  # 64 frames of 64 channels per read
+    monkeypatch.setattr(audio_mod, "_BLOCK_SAMPLES", block)
+    emits = 0
+    emit = audio_mod._Resampler._emit
+
+    def counting(self, *args, **kwargs):
+        nonlocal emits
+        emits += 1
+        return emit(self, *args, **kwargs)
+
+    monkeypatch.setattr(audio_mod._Resampler, "_emit", counting)
+    np.testing.assert_array_equal(decode_wav(data).samples, expected)
+    assert emits <= -(-len(mono) // block) + 1, f"{emits} filtering steps for {len(mono)} samples"  # + finish
 
 
 _NO_SCIPY_CHILD = """

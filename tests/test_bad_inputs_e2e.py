@@ -199,7 +199,8 @@ def build_corpus() -> list[Case]:
                 x = _machine()
                 x[where] = bad
                 add(f"{fmt_name} {bad} at {where}", encode_wav(x, 8000, fmt_name), E.NON_FINITE)
-    add("float64 beyond float32 range", encode_wav(np.r_[_machine(), 1e300], 8000, "float64"), E.NON_FINITE)
+    # finite but beyond float32: judged on the float64 samples, not on their float32 cast (inf)
+    add("float64 beyond float32 range", encode_wav(np.r_[_machine(), 1e300], 8000, "float64"), E.OUT_OF_RANGE)
     for fmt_name in ("float32", "float64"):  # finite but absurd: 1e20..1e30 once gave internal_error or null levels
         for big in (1e20, -1e25, 1e30):
             add(f"{fmt_name} sample {big:g}", encode_wav(np.r_[_machine(), big], 8000, fmt_name), E.OUT_OF_RANGE)
@@ -304,6 +305,10 @@ def handler_env(world, monkeypatch):
     runtime.reset()
 
 
+#: Codes raised once a valid fmt chunk was read (the rate is checked before the data chunk's size).
+HEADER_READ = {c.value for c in (E.TOO_SHORT, E.TOO_LONG, E.SILENT, E.NON_FINITE, E.OUT_OF_RANGE, E.UNSUPPORTED_RATE)}
+
+
 def _outcomes(rows: list[dict]) -> dict[str, str]:
     return {r["key"]: (OK if r["status"] == "ok" else r["error_code"]) for r in rows}
 
@@ -326,6 +331,9 @@ def _check_rows(world: World, rows: list[dict], label: str, objects: dict[str, C
         else:
             assert r["grade"] is None and r["score"] is None and r["error_message"], r
             assert "\n" not in r["error_message"] and len(r["error_message"]) <= 400, r["error_message"]
+            if got in HEADER_READ:  # refused after the header was read: the row still says what the recording is
+                assert r["channels_in"], r  # a rate past int32 (0xFFFFFFFF Hz) is not reported, nor its duration
+                assert (r["sample_rate_in"] and r["duration_s"] is not None) or got == E.UNSUPPORTED_RATE.value, r
         assert r["bucket"] == world.recordings and r["etag"] == world.etags[r["key"]], r
         assert r["size_bytes"] == len(case.data), r
     assert not wrong, f"{label}: {len(wrong)} of {len(rows)} objects got the wrong outcome:\n" + "\n".join(wrong[:40])

@@ -3,6 +3,9 @@
 Any RIFF/WAVE a user will meet (PCM 8/16/24/32, IEEE float 32/64, WAVE_FORMAT_EXTENSIBLE such as the
 8-channel MIMII files) is parsed chunk by chunk with struct + numpy (Python's `wave` rejects EXTENSIBLE).
 Whatever the bytes, `decode_wav` returns an `Audio` or raises `AudioError` with a stable `ErrorCode`.
+One rule picks the chunks, wherever they are: the first fmt chunk and the first data chunk are used and
+any later fmt or data chunk is skipped like an unknown one (a data chunk may come before fmt). At most
+`MAX_CHUNKS` chunks are walked to find them.
 
 The decoder reads front to back (`decode_stream`: an HTTP body, a file, bytes in memory) and converts,
 mixes down and resamples one block at a time with a bounded polyphase filter, so its memory is the
@@ -23,6 +26,7 @@ from signalcraft_core.errors import AudioError, ErrorCode, SignalcraftError
 
 __all__ = [
     "DEFAULT_AUDIO_CONFIG",
+    "MAX_CHUNKS",
     "MAX_RESAMPLE_FACTOR",
     "MAX_SAMPLE_MAGNITUDE",
     "SAMPLE_FORMATS",
@@ -201,6 +205,13 @@ _BLOCK_SAMPLES = 1 << 20  # samples converted per step: bounds the temporaries o
 _SCALES = {"pcm8": 2.0**-7, "pcm16": 2.0**-15, "pcm24": 2.0**-23, "pcm32": 2.0**-31, "float32": 1.0, "float64": 1.0}
 _READ_AHEAD = 64 * 1024  # header bytes asked of the source at a time
 _SPOOL_IN_MEMORY = 8 * 1024 * 1024  # a data chunk before its fmt chunk goes to a temporary file beyond this
+#: Most chunks the walk reads before it has both fmt and data. Real recorders write a handful (fmt, fact,
+#: LIST, bext, cue, JUNK ...); without a bound, 256 MiB of empty 8-byte chunks is 33 M steps of the walk
+#: (measured 78 s for 25 M, past the 60 s Lambda timeout). 10,000 takes milliseconds.
+MAX_CHUNKS = 10_000
+#: Largest header rate an AudioError reports: grade records hold sample_rate_in as an int32, and a rate
+#: beyond it (a garbage 0xFFFFFFFF) says nothing about the recording but would fail the batch's write.
+_REPORTABLE_RATE = 2**31 - 1
 
 #: Largest |sample| (after scaling, full scale = 1) a float WAV may hold: 60 dB over full scale. Beyond
 #: it the file is garbage or a wrong scale (e.g. 1e20), and every feature would overflow.
@@ -449,32 +460,37 @@ def _decode(s: _Stream, cfg: AudioConfig, on_header: Callable[[int], None] | Non
     fmt = _parse_fmt(layout.fmt_body, 0, layout.fmt[1], cfg)
     offset, declared = layout.data
     remaining = n - offset
-    if declared > remaining:
-        if declared not in (0, _PLACEHOLDER):
+    if declared > remaining and declared in (0, _PLACEHOLDER):
+        declared = remaining  # placeholder size: the samples run to the end of the file
+    frames = declared // fmt.block_align  # a trailing partial frame is dropped
+    duration = frames / fmt.rate if declared <= remaining else None
+    try:
+        _check_limits(fmt, cfg)
+        if duration is None:
             raise AudioError(
                 ErrorCode.TRUNCATED,
                 f"{fmt.describe()}: data chunk declares {declared} bytes but only {remaining} remain (file truncated)",
             )
-        declared = remaining  # placeholder size: the samples run to the end of the file
-    frames = declared // fmt.block_align  # a trailing partial frame is dropped
-    if frames == 0:
-        raise AudioError(ErrorCode.EMPTY, f"{fmt.describe()}: the data chunk holds no complete sample frame")
-    duration = frames / fmt.rate
-    if duration < cfg.min_seconds:
-        raise AudioError(
-            ErrorCode.TOO_SHORT, f"recording is {duration:.3f} s long, shorter than the {cfg.min_seconds:g} s minimum"
-        )
-    if duration > cfg.max_seconds:
-        raise AudioError(
-            ErrorCode.TOO_LONG, f"recording is {duration:.1f} s long, longer than the {cfg.max_seconds:g} s maximum"
-        )
-    if layout.spool is not None:
-        with layout.spool as spool:
-            take = _Stream(spool.read, frames * fmt.block_align).take
-            y = _to_mono(take, frames, fmt, cfg, on_header)
-    else:
-        s.release(offset)
-        y = _to_mono(s.take, frames, fmt, cfg, on_header)
+        if frames == 0:
+            raise AudioError(ErrorCode.EMPTY, f"{fmt.describe()}: the data chunk holds no complete sample frame")
+        if duration < cfg.min_seconds:
+            raise AudioError(ErrorCode.TOO_SHORT, f"recording is {_beyond(duration, cfg.min_seconds)} s long"
+                             f" ({frames} frames at {fmt.rate} Hz), shorter than the {_seconds(cfg.min_seconds)} s minimum")
+        if duration > cfg.max_seconds:
+            raise AudioError(ErrorCode.TOO_LONG, f"recording is {_beyond(duration, cfg.max_seconds)} s long"
+                             f" ({frames} frames at {fmt.rate} Hz), longer than the {_seconds(cfg.max_seconds)} s maximum")
+        if layout.spool is not None:
+            with layout.spool as spool:
+                take = _Stream(spool.read, frames * fmt.block_align).take
+                y = _to_mono(take, frames, fmt, cfg, on_header)
+        else:
+            s.release(offset)
+            y = _to_mono(s.take, frames, fmt, cfg, on_header)
+    except AudioError as exc:  # the header was read: the error record still says what the recording is
+        reportable = fmt.rate <= _REPORTABLE_RATE
+        exc.sample_rate_in, exc.channels_in = (fmt.rate if reportable else None), fmt.channels
+        exc.duration_s = duration if reportable else None
+        raise
     return Audio(
         samples=y,
         sample_rate=cfg.target_rate,
@@ -536,16 +552,24 @@ def _walk(s: _Stream) -> _Layout:
     """Find fmt and data, skipping any other chunk; odd sizes are word-padded (or not, if the writer forgot).
 
     The walk reads forward only: it stops at the data chunk once fmt is known (the samples follow),
-    and a data chunk met before its fmt chunk is spooled aside while the walk goes on.
+    and a data chunk met before its fmt chunk is spooled aside while the walk goes on. Only the first
+    fmt and the first data chunk count (the module's rule); a file of more than MAX_CHUNKS chunks is
+    refused, so the walk's time is bounded whatever the file.
     """
     n = s.n
     pos = 12
     out = _Layout(None, None, None)
+    walked = 0
     while pos < n and (out.fmt is None or out.data is None):
+        walked += 1
+        if walked > MAX_CHUNKS:
+            raise AudioError(
+                ErrorCode.BAD_HEADER,
+                f"too many chunks: more than {MAX_CHUNKS} before the fmt and data chunks (at byte {pos})",
+            )
         if n - pos < 8:
             out.cut = f"the file ends inside a chunk header at byte {pos}"
             return out
-        s.release(pos - 1)  # one byte of look-back for the padding check below
         head = s.peek(pos, 8)
         if len(head) < 8:
             raise AudioError(ErrorCode.TRUNCATED, f"the file ended at byte {pos + len(head)} of the {n} announced (file truncated)")
@@ -557,14 +581,12 @@ def _walk(s: _Stream) -> _Layout:
                 f"unreadable chunk id {ckid!r} at byte {pos} (a previous chunk declares a wrong size)",
             )
         body = pos + 8
-        if ckid == b"data":
+        if ckid == b"data" and out.data is None:  # a later data chunk is skipped like any other
             if size == 0 and body < n and not _looks_like_chunk(s, body, n):
                 size = _PLACEHOLDER  # an unfinished streaming write: samples follow a 0 size
             out.data = (body, size)
             if size > n - body or out.fmt is not None:
                 break  # the samples start here (a size past the end is judged once fmt is known)
-            if out.spool is not None:
-                out.spool.close()
             out.spool = s.spool(body, size)  # data before fmt: keep the samples aside
         elif size > n - body:
             out.cut = (
@@ -572,10 +594,13 @@ def _walk(s: _Stream) -> _Layout:
                 f" (declares {size} bytes, {n - body} remain)"
             )
             return out
-        elif ckid == b"fmt ":
+        elif ckid == b"fmt " and out.fmt is None:  # the first fmt chunk rules, as the first data chunk does
             out.fmt = (body, size)
             out.fmt_body = s.peek(body, min(size, 40))
         pos = body + size + (size & 1)
+        # Drop the body now, keeping one byte of look-back: the padding check below peeks at `pos`, and
+        # peeking past a body still buffered would read all of it (a 268 MB odd chunk: 268 MB held).
+        s.release(pos - 1)
         if size & 1 and pos < n and not _looks_like_chunk(s, pos, n) and _looks_like_chunk(s, pos - 1, n):
             pos -= 1
     return out
@@ -631,15 +656,20 @@ def _parse_fmt(mv: memoryview, offset: int, size: int, cfg: AudioConfig) -> _Fmt
         raise AudioError(
             ErrorCode.BAD_HEADER, f"{fmt.describe()}: block align is {block_align} bytes, expected {expected}"
         )
-    if not cfg.min_rate <= rate <= cfg.max_rate:
-        raise AudioError(
-            ErrorCode.UNSUPPORTED_RATE, f"sample rate {rate} Hz is outside {cfg.min_rate}-{cfg.max_rate} Hz"
-        )
-    if cfg.channel is not None and not 0 <= cfg.channel < channels:
-        raise AudioError(
-            ErrorCode.BAD_HEADER, f"channel {cfg.channel} was requested but the file has {channels} channel(s)"
-        )
     return fmt
+
+
+def _check_limits(fmt: _Fmt, cfg: AudioConfig) -> None:
+    """Refuse a well-formed fmt that the configuration rules out; apart from `_parse_fmt` because the
+    header is trustworthy by now, so `_decode` gives these errors the header's rate and channels."""
+    if not cfg.min_rate <= fmt.rate <= cfg.max_rate:
+        raise AudioError(
+            ErrorCode.UNSUPPORTED_RATE, f"sample rate {fmt.rate} Hz is outside {cfg.min_rate}-{cfg.max_rate} Hz"
+        )
+    if cfg.channel is not None and not 0 <= cfg.channel < fmt.channels:
+        raise AudioError(
+            ErrorCode.BAD_HEADER, f"channel {cfg.channel} was requested but the file has {fmt.channels} channel(s)"
+        )
 
 
 
@@ -673,19 +703,19 @@ def _to_mono(
                 view = np.frombuffer(raw, _DTYPES[name], k * fmt.channels).reshape(k, fmt.channels)
             if cfg.channel is not None:
                 view = view[:, cfg.channel : cfg.channel + 1]
-            if is_float and bad == 0:  # before mixing: opposite huge channels must not cancel out
+            if is_float:  # the raw samples, before mixing (opposite huge channels must not cancel out)
+                # and before float32 (a finite 1e39 in a float64 file is out of range, not infinite)
                 top, bottom = float(view.max()), float(view.min())
-                over = max(over, top, -bottom) if np.isfinite(top) and np.isfinite(bottom) else over
-            y = mono[:k]
-            _convert_block(view, name, y)
-            del raw, view
-            top, bottom = float(y.max()), float(y.min())
-            if not (np.isfinite(top) and np.isfinite(bottom)):
-                bad += int(k - np.count_nonzero(np.isfinite(y)))
-                continue
-            hi, lo = max(hi, top), min(lo, bottom)
+                if not (np.isfinite(top) and np.isfinite(bottom)):
+                    bad += int(k - np.count_nonzero(np.isfinite(view).all(axis=1)))  # frames with a NaN/inf
+                    continue
+                over = max(over, top, -bottom)
             if bad or over > MAX_SAMPLE_MAGNITUDE:
-                continue  # refused below: no point in resampling
+                continue  # refused below: no point in converting or resampling
+            y = mono[:k]
+            _convert_block(view, name, y)  # finite: every raw sample is, and within float32's range
+            del raw, view
+            hi, lo = max(hi, float(y.max())), min(lo, float(y.min()))
             if resampler is None:
                 out[start : start + k] = y
             else:
@@ -773,7 +803,7 @@ class _Resampler:
     the phase and their inputs are `down` apart, so each phase is one np.einsum over a strided view of
     input windows. Sums are float32 like upfirdn's, in another order (< 1e-6 apart at full scale).
     Inputs arrive in blocks; each call emits every output whose inputs have all arrived and keeps the
-    inputs the next ones need. Memory: the filter (<= 20 * MAX_RESAMPLE_FACTOR + 1 taps) and one block.
+    inputs the next ones need. Memory: the filter (<= 20 * MAX_RESAMPLE_FACTOR + 1 taps) and two blocks.
     """
 
     def __init__(self, rate_in: int, rate_out: int, n_in: int) -> None:
@@ -798,21 +828,34 @@ class _Resampler:
         self.end_q = n_pre_remove + min(-(-(n_in * up) // down), self.n_out)
         self.start = 1 - taps  # input index of buf[0]: the zeros before the signal
         self.buf = np.zeros(taps - 1, np.float32)
+        self.unfiltered = 0  # inputs at the end of buf not yet filtered (fewer than _BLOCK_SAMPLES)
 
     def push(self, block: np.ndarray, out: np.ndarray) -> int:
-        """Add input samples; write the outputs now complete into `out`; returns how many."""
+        """Add input samples; write the outputs now complete into `out`; returns how many.
+
+        Inputs are filtered _BLOCK_SAMPLES at a time whatever the caller's block: `_emit` loops once per
+        phase (up to `up`, 16000 for 19,999 Hz), so a 64-channel file's 16,384-frame blocks would cost
+        that loop every 16,384 samples (measured 20-40x slower). Waiting costs one block (4 MiB).
+        """
         self.buf = np.concatenate([self.buf, block])
-        end = self.start + len(self.buf)
-        ready = min(self.end_q, -(-(end * self.up) // self.down))  # outputs needing no input beyond `end`
-        return self._emit(ready, out, final=False)
+        self.unfiltered += len(block)
+        return self._filter(out) if self.unfiltered >= _BLOCK_SAMPLES else 0
 
     def finish(self, out: np.ndarray) -> int:
         """The remaining outputs (the input has ended: zeros after it)."""
+        done = self._filter(out) if self.unfiltered else 0  # first: it drops the inputs no longer needed
         last = (self.end_q - 1) * self.down // self.up  # newest input of the last output
         short = last + 1 - (self.start + len(self.buf))
         if short > 0:
             self.buf = np.concatenate([self.buf, np.zeros(short, np.float32)])
-        return self._emit(self.end_q, out, final=True)
+        return done + self._emit(self.end_q, out[done:], final=True)
+
+    def _filter(self, out: np.ndarray) -> int:
+        """Emit every output whose inputs have all arrived."""
+        self.unfiltered = 0
+        end = self.start + len(self.buf)
+        ready = min(self.end_q, -(-(end * self.up) // self.down))  # outputs needing no input beyond `end`
+        return self._emit(ready, out, final=False)
 
     def _emit(self, ready: int, out: np.ndarray, final: bool) -> int:
         from numpy.lib.stride_tricks import sliding_window_view
@@ -835,6 +878,22 @@ class _Resampler:
                 self.buf = self.buf[keep_from - self.start :].copy()
                 self.start = keep_from
         return count
+
+
+def _seconds(x: float) -> str:
+    """A configured limit as written (1, 600, 0.25), or exactly when `:g` would round it."""
+    text = f"{x:g}"
+    return text if float(text) == x else repr(x)
+
+
+def _beyond(duration: float, limit: float) -> str:
+    """`duration` in as few digits (4 or more) as keep it on its side of `limit`, so a message never says
+    "1.000 s long, shorter than the 1 s minimum" (15,999 frames at 16 kHz: 0.9999 s)."""
+    for digits in range(4, 17):
+        text = f"{duration:.{digits}g}"
+        if float(text) != limit and (float(text) < limit) == (duration < limit):
+            return text
+    return repr(duration)
 
 
 def _size(n: int) -> str:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from signalcraft_core.dsp.inputs import featurise
-from signalcraft_core.errors import ErrorCode, SignalcraftError
+from signalcraft_core.errors import AudioError, ErrorCode, SignalcraftError
 from signalcraft_core.io.audio import (
     DEFAULT_AUDIO_CONFIG,
     Audio,
@@ -215,7 +215,11 @@ def score_decoded(
     decoded: list[tuple[int, Audio]] = []
     for i, item in enumerate(items):
         if isinstance(item, SignalcraftError):
-            results[i] = ClipScore.failure(item.code, item.message)
+            failure = ClipScore.failure(item.code, item.message)
+            if isinstance(item, AudioError):  # what the header said, when it was read before the failure
+                failure = replace(failure, duration_s=item.duration_s, sample_rate_in=item.sample_rate_in,
+                                  channels_in=item.channels_in)
+            results[i] = failure
         else:
             decoded.append((i, item))
     for i, score in _score_recordings(model_set, decoded, preference):
