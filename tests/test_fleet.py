@@ -84,7 +84,10 @@ def test_four_nights_of_uploads_keep_one_row_per_recording_and_grade_only_whats_
         assert result["complete"] and result["records"] == 4, (night, {k: v for k, v in result.items() if k != "compaction"})  # only the night's new recordings
         gets_per_night.append(_gets_of_recordings(log))
     # work per night does not grow with the bucket: four new recordings a night, ever
-    assert all(g <= 4 + 8 for g in gets_per_night), gets_per_night  # 4 recordings + grade files it reads
+    # 4 recordings + per partition (2): its index file, compaction's inputs (2), the merged file read back for
+    # the retry list + the state
+    assert all(g <= 4 + 2 * 4 + 1 for g in gets_per_night), gets_per_night
+    assert len(set(gets_per_night[1:])) == 1, gets_per_night
     table = read_grades(f"s3://{grades}/grades/", s3, dedupe=False)
     assert table.num_rows == 16 and len(set(table.column("record_id").to_pylist())) == 16
     assert len(_keys(s3, grades)) <= 2  # compacted: one file per partition (dt x machine type)
@@ -143,17 +146,35 @@ def _record(i: int, day: str, score: float, status: str = "ok") -> GradeRecord:
 def test_compaction_never_deletes_a_file_rewritten_after_it_was_read(tmp_path):
     day = "2024-05-06"
     plain = LocalGradeSink(tmp_path)
-    first = plain.write([_record(1, day, 0, "error"), _record(2, day, 0, "error")])  # the night's errors
+    first = plain.write([_record(1, day, 11.0), _record(2, day, 12.0)])
     plain.write([_record(3, day, 10.0)])
     victim = first[0][len(str(tmp_path)) + 1:]
-    good = [_record(1, day, 11.0), _record(2, day, 12.0)]  # the re-run: same ids, same file name, now graded
+    again = [_record(1, day, 11.0), _record(2, day, 12.0)]  # a redelivery graded alike: same name, new bytes
 
-    sink = _RacingSink(tmp_path, victim, lambda: LocalGradeSink(tmp_path).write(good))
+    sink = _RacingSink(tmp_path, victim, lambda: LocalGradeSink(tmp_path).write(again))
     result = sink.compact(day)
     assert sink.fired and result.files_kept == 1  # the rewritten file survived
     rows = {r["key"]: r for r in read_grades(str(tmp_path)).to_pylist()}
-    assert [rows[f"pump/{i}.wav"]["status"] for i in (1, 2, 3)] == ["ok", "ok", "ok"]
+    assert [rows[f"pump/{i}.wav"]["scored_at"] for i in (1, 2)] == [r.scored_at for r in again]
     assert sink.compact(day).files_deleted == 1  # the next run merges it; one row per recording
+    assert read_grades(str(tmp_path), dedupe=False).num_rows == 3
+
+
+def test_a_grade_written_while_compaction_runs_never_replaces_the_errors_it_read(tmp_path):
+    """The night's errors, then their re-run's grades: another name, so compaction cannot delete them."""
+    day = "2024-05-06"
+    plain = LocalGradeSink(tmp_path)
+    first = plain.write([_record(1, day, 0, "error"), _record(2, day, 0, "error")])
+    plain.write([_record(3, day, 10.0)])
+    victim = first[0][len(str(tmp_path)) + 1:]
+    good = [_record(1, day, 11.0), _record(2, day, 12.0)]
+    written = []
+    sink = _RacingSink(tmp_path, victim, lambda: written.extend(LocalGradeSink(tmp_path).write(good)))
+    result = sink.compact(day)
+    assert sink.fired and written[0] != first[0] and result.files_deleted == 2
+    rows = {r["key"]: r["status"] for r in read_grades(str(tmp_path)).to_pylist()}
+    assert rows == {"pump/1.wav": "ok", "pump/2.wav": "ok", "pump/3.wav": "ok"}
+    sink.compact(day)
     assert read_grades(str(tmp_path), dedupe=False).num_rows == 3
 
 
@@ -236,7 +257,7 @@ def test_a_map_batch_near_its_deadline_stops_and_its_retry_carries_on(fleet, mon
 
 
 def test_the_state_machine_compaction_step_advances_the_sweep_state(fleet):
-    """Map batches grade, then {"action": "compact", bucket, prefix, date, mode}: the next night's window moves on."""
+    """Map batches grade, then {"action": "compact", bucket, prefix, date, mode, complete, started}: the window moves on."""
     s3, recordings, grades = fleet
     key = "site-a/pump/id_00/00000001.wav"
     s3.put_object(Bucket=recordings, Key=key, Body=clip(1))
@@ -244,8 +265,8 @@ def test_the_state_machine_compaction_step_advances_the_sweep_state(fleet):
     item = {"Key": key, "ETag": info["ETag"], "Size": info["ContentLength"], "LastModified": info["LastModified"].isoformat()}
     sweep_batch.handler({"Items": [item], "BatchInput": {"bucket": recordings, "prefix": "site-a/", "mode": "incremental"}})
     step = fleet_sweep.handler({"action": "compact", "bucket": recordings, "prefix": "site-a/", "date": "2024-01-01",
-                                "mode": "incremental"})
-    assert "watermark" in step
+                                "mode": "incremental", "complete": True, "started": "2024-01-02T02:00:00Z"})
+    assert step["watermark"] == "2024-01-02T02:00:00+00:00"
     from signalcraft_core.pipeline.sweep import load_state
 
     state = load_state(s3, grades, recordings, "site-a/")

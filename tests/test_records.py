@@ -211,12 +211,13 @@ def test_partition_path_uses_event_time_then_scored_at_and_unknown_type():
     assert partition_path(ok_record(machine_type="../a/b=c")) == "dt=2024-05-06/machine_type=.._a_b_c/"
 
 
-def test_batch_object_name_depends_on_the_set_of_ids_only():
+def test_batch_object_name_depends_on_the_rows_but_not_on_order_or_scored_at():
     a, b, c = (ok_record(record_id=i * 32) for i in "abc")
     name = batch_object_name([a, b, c])
     assert name.startswith("part-") and name.endswith(".parquet") and len(name) == len("part-.parquet") + 32
     assert batch_object_name([c, a, b]) == name
-    assert batch_object_name([a, b, replace(c, score=99.0)]) == name
+    assert batch_object_name([a, b, replace(c, scored_at=c.scored_at + timedelta(hours=1))]) == name  # redelivery
+    assert batch_object_name([a, b, replace(c, score=99.0)]) != name  # another outcome never overwrites
     assert batch_object_name([a, b]) != name
     with pytest.raises(ValueError):
         batch_object_name([])

@@ -122,23 +122,24 @@ def test_a_resumed_sweep_keeps_the_first_invocations_failures_on_the_retry_list(
 
 def test_the_retry_list_keeps_failure_order_so_truncation_keeps_the_newest():
     old = [f"{PREFIX}z/{i:08d}.wav" for i in range(MAX_RETRY_KEYS)]     # a long outage, alphabetically last
-    tonight = [{"key": f"{PREFIX}a/new.wav", "etag": "e", "status": "error", "error_code": "storage_error",
+    tonight = [{"bucket": "rec", "key": f"{PREFIX}a/new.wav", "etag": "e", "status": "error", "error_code": "storage_error",
                 "model_version": "v1", "scored_at": dt.datetime(2024, 5, 8, tzinfo=dt.timezone.utc)}]
-    retry = next_retry(old, tonight, PREFIX)
+    retry = next_retry(old, tonight, "rec", PREFIX)
     assert retry[-1] == f"{PREFIX}a/new.wav" and retry[:-1] == old
     kept = json.loads(SweepState(retry=retry).to_json())["retry"]
     assert len(kept) == MAX_RETRY_KEYS and kept[-1] == f"{PREFIX}a/new.wav" and old[0] not in kept
 
 
-def test_the_retry_list_drops_what_is_graded_and_ignores_other_prefixes():
+def test_the_retry_list_drops_what_is_graded_and_ignores_other_buckets_and_prefixes():
     at = dt.datetime(2024, 5, 8, tzinfo=dt.timezone.utc)
 
     def row(key, status="ok", code=None, when=at):
-        return {"key": key, "etag": "e", "status": status, "error_code": code, "model_version": "v1", "scored_at": when}
+        return {"bucket": "rec", "key": key, "etag": "e", "status": status, "error_code": code, "model_version": "v1", "scored_at": when}
 
     rows = [row(f"{PREFIX}1.wav", "error", "storage_error", at - dt.timedelta(hours=1)), row(f"{PREFIX}1.wav"),
-            row(f"{PREFIX}2.wav", "error", "model_error"), row("site-b/3.wav", "error", "storage_error")]
-    assert next_retry([f"{PREFIX}1.wav", f"{PREFIX}0.wav", f"{PREFIX}9.wav"], rows, PREFIX, done={f"{PREFIX}9.wav"}) \
+            row(f"{PREFIX}2.wav", "error", "model_error"), row("site-b/3.wav", "error", "storage_error"),
+            {**row(f"{PREFIX}4.wav", "error", "storage_error"), "bucket": "other"}]
+    assert next_retry([f"{PREFIX}1.wav", f"{PREFIX}0.wav", f"{PREFIX}9.wav"], rows, "rec", PREFIX, done={f"{PREFIX}9.wav"}) \
         == [f"{PREFIX}0.wav", f"{PREFIX}2.wav"]
 
 
@@ -157,3 +158,19 @@ def test_a_missing_state_object_that_answers_403_is_not_read_as_a_first_sweep(fl
         runtime.reset()
         with pytest.raises(StorageError, match="AccessDenied"):
             load_state(runtime.get_runtime().client, grades, recordings, PREFIX)
+
+
+# --------------------------------------------------------------------------- #6 the index knows the bucket
+
+
+def test_the_same_key_and_bytes_in_another_recordings_bucket_is_another_recording(fleet, make_bucket):
+    s3, recordings, grades = fleet
+    other = make_bucket()
+    key, data = "site-a/pump/id_00/00000001.wav", clip(3)
+    for bucket in (recordings, other):
+        s3.put_object(Bucket=bucket, Key=key, Body=data)   # one ETag: a replicated or staging copy
+    assert fleet_sweep.handler({"bucket": recordings, "prefix": PREFIX})["records"] == 1
+    again = fleet_sweep.handler({"bucket": other, "prefix": PREFIX})
+    assert again["records"] == 1 and again["already_graded"] == 0
+    rows = read_grades(f"s3://{grades}/grades/", s3).to_pylist()
+    assert sorted(r["bucket"] for r in rows) == sorted([recordings, other])

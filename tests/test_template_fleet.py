@@ -233,7 +233,7 @@ def test_glue_table_is_parquet_with_partition_projection(template: dict, resourc
         "date", "yyyy-MM-dd", "2020-01-01,NOW")
     assert p["projection.machine_type.type"] == "enum"
     assert p["projection.machine_type.values"] == {"Ref": "MachineTypes"}
-    assert template["Parameters"]["MachineTypes"]["Default"] == "pump,fan,slider,valve,toycar,toyconveyor,unknown"
+    assert template["Parameters"]["MachineTypes"]["Default"] == "pump,fan,slider,valve,toycar,toyconveyor,default,unknown"
     # The folders the sink writes: <prefix>dt=YYYY-MM-DD/machine_type=T/ ("${!x}" is a literal ${x}).
     assert p["storage.location.template"] == {
         "Fn::Sub": "s3://${GradesBucket}/${OutputPrefix}dt=${!dt}/machine_type=${!machine_type}/"}

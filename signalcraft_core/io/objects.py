@@ -392,7 +392,11 @@ def delete_keys(client: "BaseClient", bucket: str, keys: Iterable[str], etags: d
 
     With `etags`, a key is deleted only while it still has that ETag: S3 checks the condition
     itself (DeleteObjects' per-object ETag), and a HEAD just before skips a key rewritten since,
-    for stores that ignore the condition.
+    for stores that ignore the condition. On those stores a rewrite landing between that HEAD and
+    the delete is still deleted, and nothing after the delete can tell (an unversioned delete
+    answers no ETag; the bytes are gone). So a key's name must pin its content: the grade sinks name
+    a part file from its rows (`records.batch_object_name`), and such a rewrite only repeats rows
+    compaction already merged.
     """
     keys = list(dict.fromkeys(keys))
     if etags is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -30,7 +31,7 @@ from signalcraft_core.io.audio import (
 )
 from signalcraft_core.io.events import ObjectRef, is_own_output, wanted
 from signalcraft_core.io.keys import parse_key
-from signalcraft_core.models.model_store import ModelStore
+from signalcraft_core.models.model_store import DEFAULT_SET, ModelStore
 from signalcraft_core.pipeline.records import GradeRecord, record_id
 from signalcraft_core.pipeline.score import (
     ClipScore,
@@ -92,6 +93,7 @@ def _fetch(client: Any, ref: ObjectRef, config: Settings,
     if ref.source == "file":
         return _read_file(ref, config, budget)
     ticket: _Reservation | None = None
+    ref = _unidentified(ref)  # until the HEAD answers
     try:
         info = head(client, ref.bucket, ref.key, ref.version_id)
         ref = _identified(ref, info)
@@ -119,12 +121,21 @@ def _fetch(client: Any, ref: ObjectRef, config: Settings,
 
 def _read_file(ref: ObjectRef, config: Settings,
                budget: "_DecodeBudget") -> tuple[ObjectRef, Audio | SignalcraftError, "_Reservation | None"]:
-    """A local recording through the same limits and streaming decoder as an object (`signalcraft score`)."""
+    """A local recording through the same limits and streaming decoder as an object (`signalcraft score`).
+
+    Opened non-blocking and checked with fstat before any read: a FIFO named x.wav would block the
+    whole batch forever, and a directory or device is the input's fault (not_found "not a regular
+    file", final), not a storage failure to retry. Symlinks are followed, as any CLI tool does.
+    """
     path = Path(ref.key)
     ticket: _Reservation | None = None
     try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # before wrapping: a file object refuses a directory itself
+            os.close(fd)
+            return ref, StorageError(ErrorCode.NOT_FOUND, f"cannot read {path}: not a regular file"), None
+        with open(fd, "rb") as f:
             ref = replace(ref, size=st.st_size,
                           event_time=dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc).isoformat())
             if st.st_size > config.max_bytes:
@@ -198,6 +209,17 @@ class _Reservation:
         self._set(0)
 
 
+def _unidentified(ref: ObjectRef) -> ObjectRef:
+    """The ref of an object not HEAD-ed (yet): the event's time is no LastModified, so none is kept.
+
+    Its record then has no event_time and is filed under the day it was scored (`partition_date`),
+    never under a day an event sender chose (an EventBridge `time`, the SAM sample's 1970). Its id
+    still uses the event's ETag / version id, so a later grade of the same bytes shares it and wins
+    (`records.precedence`).
+    """
+    return replace(ref, event_time=None)
+
+
 def _identified(ref: ObjectRef, info: Any) -> ObjectRef:
     """The ref with the object's own ETag, version id, size and LastModified (where the response has them)."""
     modified = getattr(info, "last_modified", None)
@@ -206,8 +228,19 @@ def _identified(ref: ObjectRef, info: Any) -> ObjectRef:
                    event_time=modified.isoformat() if modified is not None else ref.event_time)
 
 
-def to_record(ref: ObjectRef, result: ClipScore, model_set: Any, key_info: Any, scored_at: dt.datetime) -> GradeRecord:
-    """The Parquet row for one graded (or failed) object."""
+def filed_type(key_info: Any, machine_type: str | None = None) -> str:
+    """The record's machine_type (its partition): the key's type, else the type asked for, else `default`.
+
+    Never the loaded model set's manifest: a recording must land in the same partition whether its
+    set loaded (a grade) or not (a model_error retried later), or the error row and the grade of
+    one id live in two partitions forever. `default` is the set a key without a type is graded by.
+    """
+    return getattr(key_info, "machine_type", None) or machine_type or DEFAULT_SET
+
+
+def to_record(ref: ObjectRef, result: ClipScore, model_set: Any, key_info: Any, scored_at: dt.datetime,
+              machine_type: str | None = None) -> GradeRecord:
+    """The Parquet row for one graded (or failed) object (`machine_type`: the type the caller asked for)."""
     return GradeRecord(
         record_id=record_id(ref.bucket, ref.key, ref.version_id or ref.etag),
         bucket=ref.bucket,
@@ -218,7 +251,7 @@ def to_record(ref: ObjectRef, result: ClipScore, model_set: Any, key_info: Any, 
         event_time=_utc(ref.event_time),
         scored_at=scored_at,
         site=getattr(key_info, "site", None),
-        machine_type=getattr(key_info, "machine_type", None) or (model_set.machine_type if model_set else None),
+        machine_type=filed_type(key_info, machine_type),
         machine_id=getattr(key_info, "machine_id", None),
         model_name=model_set.name if model_set else None,
         model_version=model_set.version if model_set else None,
@@ -268,10 +301,37 @@ def grade_with_scores(refs: Sequence[ObjectRef], client: Any, store: ModelStore,
         try:
             result = future.result()
         except BaseException as exc:  # noqa: BLE001 - _fetch catches everything; never lose a ref
-            result = (refs[i], SignalcraftError(ErrorCode.INTERNAL_ERROR, f"download failed: {exc!r}"), None)
+            result = (_unidentified(refs[i]), SignalcraftError(ErrorCode.INTERNAL_ERROR, f"download failed: {exc!r}"),
+                      None)
         with budget.cond:
             done.append((i, result))
             budget.cond.notify_all()
+
+    def key_info(key: str) -> Any:
+        """The key read as the grade path reads it (the store knows its own types), so both file alike."""
+        try:
+            return store.key_info(key)
+        except SignalcraftError:  # the set listing failed: the configured pattern and known types
+            return parse_key(key, config.key_pattern)
+
+    def record(i: int, ref: ObjectRef, result: ClipScore, model_set: Any, info: Any) -> None:
+        """records[i]; a row that cannot be built becomes an internal_error record of that input alone."""
+        try:
+            records[i] = (to_record(ref, result, model_set, info, scored_at, machine_type), result)
+        except Exception as exc:  # noqa: BLE001 - one odd input must not lose the batch's other records
+            log.exception("record failed", extra={"bucket": ref.bucket, "key": ref.key})
+            failure = ClipScore.failure(ErrorCode.INTERNAL_ERROR, f"cannot record this input: {type(exc).__name__}")
+            records[i] = (to_record(ref, failure, None, info, scored_at, machine_type), failure)
+
+    def graded(model_set: Any, members: list[tuple[int, ObjectRef, Any, Any]]) -> list[ClipScore]:
+        """Scores of a group; if the batch fails unexpectedly, each clip alone, so only the culprit fails."""
+        try:
+            return score_decoded(model_set, [m[2] for m in members], config.preference)
+        except Exception:  # noqa: BLE001 - a bug on one clip must not cost the group's other records
+            if len(members) == 1:
+                log.exception("scoring failed", extra={"key": members[0][1].key})
+                return [ClipScore.failure(ErrorCode.INTERNAL_ERROR, "scoring failed")]
+            return [graded(model_set, [m])[0] for m in members]
 
     def score(batch: list[tuple[int, tuple[ObjectRef, Any, Any]]]) -> None:
         groups: dict[int, tuple[Any, list[tuple[int, ObjectRef, Any, Any]]]] = {}
@@ -282,14 +342,12 @@ def grade_with_scores(refs: Sequence[ObjectRef], client: Any, store: ModelStore,
                 else:
                     model_set, info = store.for_key(ref.key)
             except SignalcraftError as exc:
-                failure = ClipScore.failure(exc.code, exc.message)
-                records[i] = (to_record(ref, failure, None, parse_key(ref.key, config.key_pattern), scored_at), failure)
+                record(i, ref, ClipScore.failure(exc.code, exc.message), None, key_info(ref.key))
                 continue
             groups.setdefault(id(model_set), (model_set, []))[1].append((i, ref, payload, info))
         for model_set, members in groups.values():
-            results = score_decoded(model_set, [m[2] for m in members], config.preference)
-            for (i, ref, _payload, info), result in zip(members, results):
-                records[i] = (to_record(ref, result, model_set, info, scored_at), result)
+            for (i, ref, _payload, info), result in zip(members, graded(model_set, members)):
+                record(i, ref, result, model_set, info)
 
     outstanding = len(refs)
     batch: list[tuple[int, tuple[ObjectRef, Any, Any]]] = []

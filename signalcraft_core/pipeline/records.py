@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import math
 import re
 import struct
@@ -39,17 +40,21 @@ def _f(name: str, type_: pa.DataType, description: str, nullable: bool = True) -
 GRADE_SCHEMA: pa.Schema = pa.schema(
     [
         _f("record_id", pa.string(), "The recording's identity: sha256(bucket, key, version id, else ETag), 32 hex "
-           "chars, the same on every path. One row per id in the table (latest scored_at wins).", nullable=False),
+           "chars, the same on every path. One row per id in the table: a grade (status ok) beats any error "
+           "row of the id, else the latest scored_at wins.", nullable=False),
         _f("bucket", pa.string(), "Source bucket of the recording (null for a local file)."),
         _f("key", pa.string(), "Object key of the recording, or the local file path."),
         _f("etag", pa.string(), "ETag of the source object, without quotes."),
         _f("version_id", pa.string(), "Version id of the source object, when the bucket is versioned."),
         _f("size_bytes", pa.int64(), "Size of the source object in bytes."),
         _f("event_time", _TS, "LastModified of the recording object, UTC (its HEAD, never an event field); "
-           "its day is the dt partition."),
+           "its day is the dt partition. Null when the object could not be HEAD-ed (e.g. not_found): such a "
+           "record is filed under the day it was scored."),
         _f("scored_at", _TS, "When this record was produced, UTC.", nullable=False),
         _f("site", pa.string(), "Site / plant the machine belongs to, when known."),
-        _f("machine_type", pa.string(), "Machine type (pump, fan, slider, valve ...); selects the model set."),
+        _f("machine_type", pa.string(), "Machine type (pump, fan, slider, valve ...) from the key; selects the "
+           "model set. A key naming none: the type asked for (score --machine-type), else default, whether "
+           "or not the set loaded."),
         _f("machine_id", pa.string(), "Machine identifier within the site, when known."),
         _f("model_name", pa.string(), "Name of the model set that graded the recording."),
         _f("model_version", pa.string(), "Version of the model set that graded the recording; a backfill "
@@ -77,7 +82,8 @@ GRADE_SCHEMA: pa.Schema = pa.schema(
 )
 
 #: Hive partition folders of the grades prefix: `dt=YYYY-MM-DD/machine_type=T/`. `dt` is the UTC day of
-#: the recording object's LastModified (every path agrees on it; no event sender can forge it).
+#: the recording object's LastModified (every path agrees on it; no event sender can forge it), or the
+#: day it was scored when the object could not be HEAD-ed (its LastModified is unknown then).
 PARTITION_COLUMNS = ("dt", "machine_type")
 #: What a Parquet file holds: the record without its partition columns, so every reader (pyarrow
 #: dataset, pandas, DuckDB, Athena) gets machine_type from the folder alone and nothing clashes.
@@ -217,9 +223,18 @@ def record_id(bucket: str | None, key: str, version: str | None) -> str:
     `version` is the object's version id when the bucket is versioned, else its ETag, both read
     from the object itself (HEAD) before anything else, so an error record and the later grade of
     the same object share the id. The model is not part of it: a re-grade replaces the row.
+
+    A local file name that is not valid UTF-8 arrives surrogate-escaped (os.fsdecode); it is hashed
+    as its original bytes ("surrogateescape"), so it gets an id instead of failing the batch, while
+    every valid UTF-8 name encodes exactly as before (ids unchanged). Any other lone surrogate (an
+    event's JSON may carry one) is hashed as "surrogatepass" would write it.
     """
     joined = "\x1f".join([bucket or "", key or "", version or ""])
-    return hashlib.sha256(joined.encode("utf-8")).hexdigest()[:32]
+    try:
+        data = joined.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        data = joined.encode("utf-8", "surrogatepass")
+    return hashlib.sha256(data).hexdigest()[:32]
 
 
 def records_to_file_table(records: Sequence[GradeRecord]) -> pa.Table:
@@ -276,7 +291,7 @@ def safe_partition_value(value: str | None) -> str:
 
 
 def partition_date(record: GradeRecord) -> date:
-    """The day a record belongs to: the object's LastModified (UTC), else when it was scored."""
+    """The day a record belongs to: the object's LastModified (UTC), else (never HEAD-ed) when it was scored."""
     when = record.event_time or record.scored_at
     return when.astimezone(timezone.utc).date()
 
@@ -291,10 +306,21 @@ def _ids_digest(ids: Sequence[str]) -> str:
 
 
 def batch_object_name(records: Sequence[GradeRecord]) -> str:
-    """Name from the set of record ids: the same batch redelivered overwrites its own object."""
+    """Name from what the rows say, all but scored_at: a redelivery that grades alike overwrites its own object.
+
+    A batch with any other outcome for the same ids - a re-grade by another model version, a grade
+    after an error, a not_found after the object was deleted - gets another name, so writing it
+    never replaces a file holding different rows: the readers' dedupe (`dedupe_table`) decides which
+    row stands, never the last writer. It also makes compaction safe on stores that ignore
+    DeleteObjects' ETag condition: a file rewritten between compaction's check and its delete can
+    only hold the rows compaction read (apart from scored_at), so deleting it loses nothing.
+    """
     if not records:
         raise ValueError("no records")
-    return f"part-{_ids_digest([r.record_id for r in records])}.parquet"
+    rows = sorted(json.dumps({k: v for k, v in r.to_json_row().items() if k != "scored_at"}, sort_keys=True)
+                  for r in records)  # ASCII: json escapes every non-ASCII character (surrogates too)
+    digest = hashlib.sha256("\n".join(rows).encode("ascii")).hexdigest()[:32]
+    return f"part-{digest}.parquet"
 
 
 def compacted_object_name(record_ids: Sequence[str]) -> str:
@@ -336,17 +362,32 @@ def schema_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
+def precedence(record: GradeRecord) -> tuple[bool, datetime]:
+    """Which of two rows of one record_id stands: the higher value (a grade beats an error, then later scored_at).
+
+    The same id means the same bytes, so a grade of them stays true: a later error row of the id
+    (a not_found from a redelivered event after the object was deleted, a model_error during a
+    backfill, ...) says something about that attempt, not the recording, and must never hide the
+    grade. `dedupe_table` applies the same order to tables.
+    """
+    return record.status == "ok", record.scored_at
+
+
 def dedupe_table(table: pa.Table) -> pa.Table:
-    """One row per record_id, keeping the latest scored_at; rows ordered by (scored_at, record_id).
+    """One row per record_id, the one of highest `precedence`; rows ordered by (scored_at, record_id).
 
     Redelivery and interrupted compaction may leave a record twice; readers call this so that
-    is never visible. Ties on scored_at keep the first row in input order (stable sort).
+    is never visible. Ties keep the first row in input order (stable sort).
     """
     import pyarrow.compute as pc
 
     if table.num_rows == 0:
         return table
-    order = pc.sort_indices(table, sort_keys=[("record_id", "ascending"), ("scored_at", "descending")])
+    graded = pc.equal(table.column("status"), "ok")
+    order = pc.sort_indices(pa.table({"record_id": table.column("record_id"), "graded": graded,
+                                      "scored_at": table.column("scored_at")}),
+                            sort_keys=[("record_id", "ascending"), ("graded", "descending"),
+                                       ("scored_at", "descending")])
     table = table.take(order)
     ids = table.column("record_id").combine_chunks()
     first = pa.concat_arrays([

@@ -221,7 +221,7 @@ class _Index:
 
     def __init__(self, sink: Any, store: Any) -> None:
         self.sink, self.store = sink, store
-        self.final: dict[tuple[str, str], str] = {}
+        self.final: dict[tuple[str, str, str], str] = {}
         self.days: set[str] = set()
 
     def done(self, ref: ObjectRef) -> bool:
@@ -232,7 +232,7 @@ class _Index:
         if day not in self.days:
             self.days.add(day)
             self.final.update(final_records(self.sink.index_rows([day])))
-        graded_by = self.final.get((ref.key, ref.etag))
+        graded_by = self.final.get((ref.bucket, ref.key, ref.etag))
         if graded_by is None:
             return False
         try:
@@ -364,7 +364,7 @@ def _advance_state(runtime: Any, sink: Any, bucket: str, prefix: str, partitions
                    started: dt.datetime, old: SweepState, done: set[str] = frozenset()) -> str:
     """Store a complete sweep's state: watermark = its start, the retry list from the records of `partitions`."""
     rows = sink.index_rows({p.split("/")[0][len("dt="):] for p in partitions})
-    state = SweepState(watermark=started, retry=next_retry(old.retry, rows, prefix, done))
+    state = SweepState(watermark=started, retry=next_retry(old.retry, rows, bucket, prefix, done))
     save_state(runtime.client, sink.bucket, bucket, prefix, state)
     return started.isoformat()
 

@@ -1,7 +1,8 @@
 """Where grade records go and how they are read back: partitioned Parquet in a bucket or a folder.
 
-Sinks write deterministic Parquet names (redelivery overwrites, never duplicates); compaction merges
-a partition into one file; readers dedupe by record_id.
+Sinks write deterministic Parquet names from the rows' content (a redelivery that grades alike
+overwrites, never duplicates; a different outcome never overwrites); compaction merges a partition
+into one file; readers dedupe by record_id (`records.precedence`: a grade beats an error).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from signalcraft_core.pipeline.records import (
     dedupe_table,
     parquet_bytes,
     partition_path,
+    precedence,
     read_parquet_bytes,
     records_to_file_table,
     safe_partition_value,
@@ -68,7 +70,7 @@ class CompactionResult:
 
 
 #: The columns a sweep reads to decide what is already graded.
-INDEX_COLUMNS = ("key", "etag", "status", "error_code", "model_version", "scored_at")
+INDEX_COLUMNS = ("bucket", "key", "etag", "status", "error_code", "model_version", "scored_at")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _INPUT_NAME = re.compile(r"^(part|compacted)-[0-9a-f]+\.parquet$")
 _PARTITION = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})/machine_type=([^/]+)/$")
@@ -85,7 +87,7 @@ def _latest_per_id(records: Sequence[GradeRecord]) -> list[GradeRecord]:
     latest: dict[str, GradeRecord] = {}
     for r in records:
         kept = latest.get(r.record_id)
-        if kept is None or r.scored_at >= kept.scored_at:
+        if kept is None or precedence(r) >= precedence(kept):
             latest[r.record_id] = r
     return [latest[k] for k in sorted(latest)]
 
@@ -117,7 +119,7 @@ class _PartitionedSink:
         raise NotImplementedError
 
     def write(self, records: Sequence[GradeRecord]) -> list[str]:
-        """One Parquet object per partition touched, named from its record ids; returns what was written."""
+        """One Parquet object per partition touched, named from its rows (`batch_object_name`); returns the names."""
         groups: dict[str, list[GradeRecord]] = {}
         for r in records:
             groups.setdefault(partition_path(r), []).append(r)
@@ -164,8 +166,11 @@ class _PartitionedSink:
 
         Which partitions: `partitions`, else those of day `date` (and `machine_type`), else the ones
         this sink wrote to. An input is deleted only if it still has the
-        ETag compaction read (a re-run that rewrote it meanwhile keeps its new rows); a crash between
-        write and delete leaves rows twice, which the next compaction and every reader dedupe.
+        ETag compaction read (a re-run that rewrote it meanwhile keeps its new rows); where the store
+        cannot make that check atomic (it ignores DeleteObjects' ETag condition), a rewrite landing
+        just before the delete can only hold the rows compaction read, since a part file's name comes
+        from its rows (`batch_object_name`), so no re-grade is lost. A crash between write and delete
+        leaves rows twice, which the next compaction and every reader dedupe.
         """
         if partitions is None:
             partitions = self.day_partitions(date, machine_type) if date is not None else self.touched
@@ -319,7 +324,7 @@ def read_grades(uri: str | os.PathLike[str], client: "BaseClient | None" = None,
     """All grade rows under a local folder or s3:// prefix (or one Parquet file), as a GRADE_SCHEMA table.
 
     machine_type comes from the partition folders (files do not repeat it). With `dedupe`, one row
-    per recording (latest scored_at), ordered by (scored_at, record_id).
+    per recording (a grade beats an error, else latest scored_at), ordered by (scored_at, record_id).
     """
     bucket, path = parse_uri(uri)
     if bucket is not None:

@@ -6,7 +6,7 @@ grades, plus the grades themselves as the index of what is done.
 - A sweep lists the prefix (ListObjectsV2, no GET) and keeps as candidates the objects modified at
   or after `watermark - overlap`, plus the keys of its retry list; older objects are skipped.
 - A candidate is graded unless the grade partition of its LastModified day already holds a final
-  record (a grade, or an error that is not transient) for the same key and ETag from the current
+  record (a grade, or an error that is not transient) for the same bucket, key and ETag from the current
   model version of its model set. Only those partitions are read (a night reads one or two days).
 - When the sweep is complete it stores `watermark = its start time` and the retry list: keys whose
   latest record is a transient error (storage, model), oldest failure first. A crashed or cut-short
@@ -91,18 +91,18 @@ def save_state(client: Any, output_bucket: str, bucket: str, prefix: str, state:
     put_bytes(client, output_bucket, state_key(bucket, prefix), state.to_json(), content_type="application/json")
 
 
-def next_retry(old: Iterable[str], index_rows: Iterable[dict[str, Any]], prefix: str,
+def next_retry(old: Iterable[str], index_rows: Iterable[dict[str, Any]], bucket: str, prefix: str,
                done: Iterable[str] = ()) -> list[str]:
     """The retry list after a complete sweep, oldest failure first (to_json keeps the tail: the newest).
 
     Rebuilt from the grade records of the partitions the sweep wrote (its own invocations, resumed or
     not, and its Map batches): the old keys that still have no final record, then the keys whose
     latest record is newly a transient error. `done` adds keys the sweep found graded elsewhere.
-    Rows under another prefix belong to another sweep's state.
+    Rows of another bucket or prefix belong to another sweep's state.
     """
-    rows = [r for r in index_rows if r["key"].startswith(prefix)]
+    rows = [r for r in index_rows if r["bucket"] == bucket and r["key"].startswith(prefix)]
     failed = transient_keys(rows)
-    settled = ({k for k, _ in final_records(rows)} | set(done)) - failed
+    settled = ({k for _, k, _ in final_records(rows)} | set(done)) - failed
     kept = [k for k in dict.fromkeys(old) if k not in settled]
     return kept + sorted(failed - set(kept))
 
@@ -138,11 +138,15 @@ def day_of(last_modified: dt.datetime | None) -> str | None:
     return last_modified.astimezone(dt.timezone.utc).date().isoformat() if last_modified else None
 
 
-def final_records(index_rows: Iterable[dict[str, Any]]) -> dict[tuple[str, str], str]:
-    """(key, etag) -> model_version of the latest record, for records that need no retry."""
-    latest: dict[tuple[str, str], dict[str, Any]] = {}
+def final_records(index_rows: Iterable[dict[str, Any]]) -> dict[tuple[str, str, str], str]:
+    """(bucket, key, etag) -> model_version of the latest record, for records that need no retry.
+
+    The bucket belongs to the identity: recordings buckets may share one grades bucket, and the same
+    key with the same bytes in two of them is two recordings.
+    """
+    latest: dict[tuple[str, str, str], dict[str, Any]] = {}
     for row in index_rows:
-        k = (row["key"], row["etag"])
+        k = (row["bucket"], row["key"], row["etag"])
         if k not in latest or row["scored_at"] >= latest[k]["scored_at"]:
             latest[k] = row
     return {k: r["model_version"] for k, r in latest.items()
