@@ -160,15 +160,15 @@ def test_train_usage_errors(tmp_path):
     assert result.exit_code == 1 and "no normal .wav files" in result.output
 
 
-def test_a_missing_models_folder_is_one_error_line_in_a_real_process(tmp_path):
+def test_a_missing_models_folder_is_a_usage_error_in_a_real_process(tmp_path):
     if not SIGNALCRAFT.exists():
         pytest.skip("the console script is not installed in .venv")
     proc = subprocess.run([str(SIGNALCRAFT), "score", str(tmp_path / "x.wav"), "--models", str(tmp_path / "no-models")],
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0 and proc.stdout == ""
+    assert proc.returncode == 2 and proc.stdout == ""
     assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error:") and "no-models" in lines[0]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == [proc.stderr.strip().splitlines()[-1]] and "no-models" in errors[0] and "--models" in errors[0]
 
 
 def test_a_broken_or_missing_model_set_fails_before_any_output(trained, tmp_path):
@@ -179,14 +179,14 @@ def test_a_broken_or_missing_model_set_fails_before_any_output(trained, tmp_path
     broken = Path(shutil.copytree(model, tmp_path / "broken"))
     with open(broken / "level1.joblib", "ab") as handle:
         handle.write(b"x")
-    result = run("score", clip, clip, "--models", broken)
-    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    result = run("score", clip, clip, "--models", broken)  # a usage error: exit 1 would promise error records
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
     assert records(result.output) == [] and result.output.count("Error:") == 1 and "integrity" in result.output
     # A root of per-type sets without `default`, asked about another type.
     root = tmp_path / "root"
     shutil.copytree(model, root / "pump")
     result = run("score", clip, "--models", root, "--machine-type", "fan")
-    assert result.exit_code == 1 and records(result.output) == [] and "no model set for fan" in result.output
+    assert result.exit_code == 2 and records(result.output) == [] and "no model set for fan" in result.output
     assert run("score", clip, "--models", root).exit_code == 0  # the path names the pump set
 
 

@@ -176,8 +176,11 @@ def test_generate_event_parses_back(kind):
     assert ref.event_time and ref.event_time.startswith("2024-05-06")
 
 
-def test_generate_event_with_a_bad_date_is_one_line():
-    assert_one_error_line(run("local", "generate-event", "s3", "put", "--date", "2024-13-45"), "2024-13-45")
+def test_generate_event_with_a_bad_date_is_a_usage_error_naming_date():
+    result = run("local", "generate-event", "s3", "put", "--date", "2024-13-45")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    (line,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert "--date" in line and "2024-13-45" in line
 
 
 # --------------------------------------------------------------------------- configuration errors
@@ -241,7 +244,7 @@ def listener(s3_server, buckets, monkeypatch):
     monkeypatch.setenv("LOG_LEVEL", "WARNING")
     runtime.reset()
     said: list[str] = []
-    server = make_server("127.0.0.1", 0, said.append)
+    server = make_server("127.0.0.1", 0, said.append, token=LISTENER_TOKEN)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -251,8 +254,12 @@ def listener(s3_server, buckets, monkeypatch):
         server.server_close()
 
 
+LISTENER_TOKEN = "tok-" + "c0de" * 8  # the listener always requires one, on loopback too
+
+
 def post(url: str, body: bytes) -> tuple[int, dict]:
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {LISTENER_TOKEN}"}
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, json.loads(response.read())

@@ -424,8 +424,8 @@ def test_short_tags_and_intrinsics_resolve_like_sam_local(tmp_path: Path) -> Non
 def test_unknown_short_tag_is_rejected(tmp_path: Path) -> None:
     path = tmp_path / "template.yaml"
     path.write_text("Resources:\n  X:\n    Type: !Bogus thing\n")
-    with pytest.raises(yaml.YAMLError):
-        load_template(path)
+    with pytest.raises(ValueError, match=r"line 3: unknown CloudFormation tag !Bogus"):
+        load_template(path)   # one line naming the place, as every bad template (sam_template._yaml_load)
 
 
 # ---------------------------------------------------------------- image and MinIO

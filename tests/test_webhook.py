@@ -8,6 +8,7 @@ fault proxy that logs every S3 request, so "never read" is observed, not assumed
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -25,7 +26,9 @@ from signalcraft_core.io.audio import encode_wav
 from signalcraft_core.io.objects import list_keys
 from signalcraft_core.local.cli.app import cli
 from signalcraft_core.local.sample_events import generate_event
+from signalcraft_core.local import webhook
 from signalcraft_core.local.webhook import ListenerRefused, json_depth_ok, make_server
+from signalcraft_core.logs import printable
 from signalcraft_core.pipeline import runtime
 from signalcraft_core.pipeline.sinks import read_grades
 
@@ -178,23 +181,112 @@ def test_a_bucket_outside_the_allow_list_is_403_and_never_read(hook):
     assert hook.parquet_keys() == []
 
 
-def test_listening_beyond_loopback_needs_a_token(env, s3):
-    for host in ("0.0.0.0", "", "::"):
-        with pytest.raises(ListenerRefused) as info:
-            make_server(host, 0)
-        assert "\n" not in str(info.value) and "SIGNALCRAFT_WEBHOOK_TOKEN" in str(info.value)
-    server = make_server("0.0.0.0", 0, token=TOKEN, buckets=["b"])
-    server.server_close()
-    for host in ("127.0.0.1", "localhost"):
-        make_server(host, 0).server_close()  # loopback: a token is optional
+def test_no_address_is_served_without_a_token_not_even_loopback(env, s3):
+    """Another local user reaches 127.0.0.1 as easily as MinIO does: loopback is no reason to skip the token."""
+    for host in ("127.0.0.1", "localhost", "0.0.0.0", "", "::"):
+        for token in (None, ""):
+            with pytest.raises(ListenerRefused) as info:
+                make_server(host, 0, token=token)
+            assert "\n" not in str(info.value) and "--auth-token-file" in str(info.value)
+    make_server("0.0.0.0", 0, token=TOKEN, buckets=["b"]).server_close()
 
 
-def test_the_cli_refuses_a_public_address_without_a_token(env, monkeypatch):
-    monkeypatch.delenv("SIGNALCRAFT_WEBHOOK_TOKEN", raising=False)
-    result = CliRunner().invoke(cli, ["local", "minio-listener", "--host", "0.0.0.0", "--port", "1"])
-    assert result.exit_code != 0
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and "--auth-token" in lines[0], result.output
+@pytest.fixture
+def cli_home(env, tmp_path, monkeypatch):
+    """A home folder of its own, no token in the environment, and `serve` replaced by a recorder of its token."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("SIGNALCRAFT_WEBHOOK_TOKEN", "SIGNALCRAFT_WEBHOOK_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    served: list[str] = []
+    monkeypatch.setattr(webhook, "serve", lambda host, port, say, *, token, buckets: served.append(token))
+    return home, served
+
+
+def listener_cli(*args: str):
+    return CliRunner().invoke(cli, ["local", "minio-listener", "--port", "8765", *args])
+
+
+def test_the_cli_makes_a_private_token_file_when_given_none(cli_home):
+    home, served = cli_home
+    result = listener_cli()
+    assert result.exit_code == 0, result.output
+    path = home / ".signalcraft" / "webhook-token"
+    (token,) = served
+    assert len(token) == 64 and path.read_text() == token + "\n"
+    assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
+    (line,) = result.output.strip().splitlines()  # one line: where it is and what to tell MinIO, not the token
+    assert token not in result.output
+    assert str(path) in line and "mc admin config set" in line and f'auth_token="$(cat {path})"' in line
+    assert "endpoint=http://127.0.0.1:8765/" in line
+    assert listener_cli().exit_code == 0 and served == [token, token]  # kept: MinIO goes on sending it
+
+
+def test_the_cli_reads_a_private_token_file(cli_home, tmp_path):
+    _, served = cli_home
+    path = tmp_path / "token"
+    path.write_text(TOKEN + "\n")
+    path.chmod(0o600)
+    result = listener_cli("--auth-token-file", str(path))
+    assert result.exit_code == 0 and served == [TOKEN], result.output
+    assert result.output == "" and not (tmp_path / "home" / ".signalcraft").exists()  # nothing made, nothing said
+    assert listener_cli("--auth-token", TOKEN).exit_code == 0 and served[-1] == TOKEN  # the flag still works
+
+
+def _unsafe_token_files(tmp_path):
+    good = tmp_path / "good"
+    good.write_text(TOKEN)
+    good.chmod(0o600)
+    readable = tmp_path / "readable"
+    readable.write_text(TOKEN)
+    readable.chmod(0o640)
+    link = tmp_path / "link"
+    link.symlink_to(good)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo, 0o600)
+    empty = tmp_path / "empty"
+    empty.touch(0o600)
+    files = {readable: "mode 0640", link: "symbolic link", tmp_path: "not a regular file",
+             fifo: "not a regular file", empty: "one token", tmp_path / "absent": "cannot be read"}
+    if os.geteuid() == 0:  # only root can give a file away
+        theirs = tmp_path / "theirs"
+        theirs.write_text(TOKEN)
+        theirs.chmod(0o600)
+        os.chown(theirs, 65534, 65534)
+        files[theirs] = "owned by uid 65534"
+    return files
+
+
+def test_the_cli_refuses_a_token_file_others_can_read_or_swap(cli_home, tmp_path):
+    _, served = cli_home
+    for path, why in _unsafe_token_files(tmp_path).items():
+        result = listener_cli("--auth-token-file", str(path))
+        lines = result.output.strip().splitlines()
+        assert result.exit_code != 0 and len(lines) == 1 and lines[0].startswith("Error: "), result.output
+        assert why in lines[0] and str(path) in lines[0], (why, lines[0])
+    both = listener_cli("--auth-token", TOKEN, "--auth-token-file", str(tmp_path / "good"))
+    assert both.exit_code != 0 and "not both" in both.output
+    assert served == []
+
+
+def test_the_cli_refuses_a_planted_default_token_file(cli_home, tmp_path):
+    """A symlink or an open file where the token would go is refused, never followed or used."""
+    home, served = cli_home
+    folder = home / ".signalcraft"
+    folder.mkdir(mode=0o700)
+    target = tmp_path / "elsewhere"
+    (folder / "webhook-token").symlink_to(target)
+    result = listener_cli()
+    assert result.exit_code != 0 and "symbolic link" in result.output and not target.exists()
+    (folder / "webhook-token").unlink()
+    (folder / "webhook-token").write_text(TOKEN)
+    (folder / "webhook-token").chmod(0o644)
+    assert "mode 0644" in listener_cli().output
+    (folder / "webhook-token").unlink()
+    folder.chmod(0o777)
+    assert "not private" in listener_cli().output
+    assert served == []
 
 
 # ---------------------------------------------------------------------------------------- what is trusted
@@ -227,6 +319,17 @@ def test_a_notification_for_an_object_that_does_not_exist_writes_nothing(hook):
     assert hook.parquet_keys() == []
 
 
+def test_a_key_cannot_forge_console_lines_or_send_terminal_escapes(hook):
+    forged = ('nosuch.wav: {"grades": {}, "errors": {}}\nsignalcraft-recordings/site-a/pump/id_00/ALL-CLEAR.wav: '
+              '{"grades": {"NORMAL": 1}}\x1b[2K\r\x9b\u2028\u202ex.wav')
+    status, body = hook.post(hook.notify(hook.recordings, forged))
+    assert status == 200 and body["skipped"][0]["key"] == forged  # the answer is JSON: escaped already
+    (line,) = [line for line in hook.said if "ALL-CLEAR" in line]
+    assert line.isprintable(), repr(line)
+    assert "\\u000a" in line and "\\u001b[2K" in line and "\\u202e" in line
+    assert printable("a\\b\x00\x7f\u00e9") == "a\\\\b\\u0000\\u007f\u00e9"  # backslash too; letters untouched
+
+
 def test_500_when_the_grade_cannot_be_recorded(hook, monkeypatch):
     monkeypatch.setenv("OUTPUT_BUCKET", "sc-test-no-such-grades-bucket")
     runtime.reset()
@@ -253,10 +356,54 @@ def test_a_stalled_body_is_cut_off_by_the_read_timeout(hook):
     assert hook.parquet_keys() == []
 
 
+def test_clients_trickling_their_headers_are_cut_off_at_one_deadline(env, s3):
+    """A byte every 0.5 s never trips a 2 s timeout per read; the deadline for the whole request does.
+
+    Four such clients fill the 2 workers and the 2 queue slots; a real delivery must still get through
+    once their deadline has passed, not be told 503 for as long as they keep trickling.
+    """
+    hook, server = listen(env, s3, workers=2, queue_size=2, read_timeout_s=2.0)
+    slow = [socket.create_connection(("127.0.0.1", hook.port), timeout=10) for _ in range(4)]
+    stop = threading.Event()
+
+    def trickle() -> None:
+        for sock in slow:
+            sock.sendall(b"POST / HTTP/1.1\r\nX-Slow: ")
+        while not stop.wait(0.5):
+            for sock in slow:
+                try:
+                    sock.sendall(b"a")
+                except OSError:  # cut off: what the fix does
+                    pass
+
+    threading.Thread(target=trickle, daemon=True).start()
+    try:
+        time.sleep(0.5)
+        hook.s3.put_object(Bucket=hook.recordings, Key=KEY, Body=clip())
+        started = time.monotonic()
+        while (status := hook.post(hook.notify(hook.recordings, KEY))[0]) == 503 and time.monotonic() < started + 20:
+            time.sleep(0.2)
+        assert status == 200, "the trickling clients still hold every worker and queue slot"
+        for sock in slow:  # and they were closed, not merely outlived
+            sock.settimeout(5)
+            try:
+                while sock.recv(1024):  # a 503 at most, if the queue was full when it connected; then EOF
+                    pass
+            except ConnectionResetError:
+                pass
+    finally:
+        stop.set()
+        for sock in slow:
+            sock.close()
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.mark.parametrize("body", [
     b"this is not json", b'{"Records": [', b"\xff\xfe{}", json.dumps({"hello": "world"}).encode(), b"[1, 2, 3]",
     b"[" * 100_000 + b"]" * 100_000,  # 200 KB, 100,000 levels: a RecursionError without the depth check
     b'{"a":' * 20_000 + b"1" + b"}" * 20_000,
+    b'"' + b'\\"' * 65_536,  # 128 KiB unterminated string: 22 s in the regex pre-scan this replaced
     json.dumps({"Records": [{"messageId": "m", "body": "{}", "eventSource": "aws:sqs"}]}).encode(),
 ])
 def test_malformed_or_deep_json_is_400(hook, body):
@@ -279,6 +426,24 @@ def test_the_depth_limit_counts_brackets_outside_strings_only():
     assert json_depth_ok(b"[" * 32 + b"]" * 32) and not json_depth_ok(b"[" * 33 + b"]" * 33)
     assert json_depth_ok(json.dumps({"key": "[[[[" * 100}).encode())  # brackets inside a string do not nest
     assert json_depth_ok(json.dumps({"key": '\\"[[[[' * 100}).encode())
+    assert not json_depth_ok(b'["\\\\"' + b"[" * 32)  # an escaped backslash does not escape the closing quote
+    assert json_depth_ok(b'["\\\\\\"' + b"[" * 32 + b'"]')  # but an escaped quote does not close it
+
+
+def test_the_depth_scan_is_linear_whatever_the_strings_hold():
+    """An unterminated string of escaped quotes costs what a terminated one does (the regex it replaced
+    rescanned the rest from every quote: quadratic, GIL held, the whole listener frozen)."""
+    def cost(body: bytes) -> float:
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            assert json_depth_ok(body)
+            best = min(best, time.perf_counter() - started)
+        return best
+
+    closed = b'"' + b'\\"' * 16_384 + b'"'
+    unterminated = b'"' + b'\\"' * 16_384
+    assert cost(unterminated) < 20 * cost(closed) + 0.05  # quadratic: ~1000 times
 
 
 def test_a_bounded_pool_answers_503_instead_of_holding_a_thread_per_connection(env, s3):
@@ -342,3 +507,20 @@ def test_a_client_still_sending_when_told_503_reads_the_503_not_a_reset(env, s3)
             sock.close()
         server.shutdown()
         server.server_close()
+
+
+def test_a_port_in_use_is_one_error_line(env, tmp_path, monkeypatch):
+    """The bind's own OSError reaches the CLI (it used to be hidden by an AttributeError from the cleanup)."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        with pytest.raises(OSError):
+            make_server("127.0.0.1", taken.getsockname()[1], token=TOKEN)
+        monkeypatch.setenv("SIGNALCRAFT_WEBHOOK_TOKEN", TOKEN)
+        result = CliRunner().invoke(cli, ["local", "minio-listener", "--port", str(taken.getsockname()[1])])
+    finally:
+        taken.close()
+    assert result.exit_code == 1 and result.output.startswith("Error: ") and len(result.output.splitlines()) == 1, \
+        result.output
+    assert not isinstance(result.exception, AttributeError)

@@ -4,6 +4,8 @@
 # upload notification.
 #
 #   export SIGNALCRAFT_WEBHOOK_TOKEN=$(openssl rand -hex 32)   # the listener reads the same variable
+#   # or, after one start of the listener without a token (it makes one in a 0600 file):
+#   export SIGNALCRAFT_WEBHOOK_TOKEN="$(cat ~/.signalcraft/webhook-token)"
 #   infra/minio/setup.sh                                       # defaults below
 #   MINIO_URL=http://127.0.0.1:9000 WEBHOOK_ENDPOINT=http://127.0.0.1:8765/ infra/minio/setup.sh
 set -euo pipefail

@@ -61,6 +61,20 @@ def _route_logs(stream: Any = None) -> None:
     configure(stream=target)
 
 
+#: The levels template.yaml's LogLevel allows.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _quiet_logs() -> dict[str, str]:
+    """LOG_LEVEL=WARNING when the command running the handler was given -q (sweep, watch) without
+    --verbose: quiet means the handlers' INFO lines too, as `demo` does. Variables the command sets
+    itself (demo's LOG_LEVEL) still win."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.params.get("quiet") and not ctx.params.get("verbose"):
+        return {"LOG_LEVEL": "WARNING"}
+    return {}
+
+
 @contextmanager
 def handler_environment(variables: dict[str, str], endpoint_url: str | None = None, *,
                         unset: Iterable[str] = (), log_stream: Any = None) -> Iterator[None]:
@@ -73,7 +87,7 @@ def handler_environment(variables: dict[str, str], endpoint_url: str | None = No
     from signalcraft_core.io.objects import clear_client_cache
     from signalcraft_core.pipeline.runtime import reset
 
-    updates = {k: v for k, v in variables.items() if v is not None}
+    updates = {**_quiet_logs(), **{k: v for k, v in variables.items() if v is not None}}
     if endpoint_url:
         updates["AWS_ENDPOINT_URL"] = endpoint_url
     hidden = [k for k in unset if k not in updates]
@@ -81,10 +95,16 @@ def handler_environment(variables: dict[str, str], endpoint_url: str | None = No
     os.environ.update(updates)
     for k in hidden:
         os.environ.pop(k, None)
-    reset()
-    clear_client_cache()
-    _route_logs(log_stream)
+    routed = False
     try:
+        reset()
+        clear_client_cache()
+        try:
+            _route_logs(log_stream)
+            routed = True
+        except ValueError:  # logging's "Unknown level: 'BOGUS'", raised before any handler runs
+            raise click.ClickException(f"LOG_LEVEL {os.environ.get('LOG_LEVEL')!r} is not a log level "
+                                       f"(one of {', '.join(LOG_LEVELS)})") from None
         yield
     finally:
         for k, v in saved.items():
@@ -94,7 +114,7 @@ def handler_environment(variables: dict[str, str], endpoint_url: str | None = No
                 os.environ[k] = v
         reset()
         clear_client_cache()
-        if log_stream is not None:
+        if log_stream is not None and routed:
             _route_logs()  # the next invoke in this process logs to stderr again
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 import shlex
 from dataclasses import dataclass, replace
@@ -94,13 +95,14 @@ class _NoValue(Exception):
 def load_template(path: str | Path) -> dict:
     """Parse a SAM / CloudFormation template (YAML or JSON) with short tags in their long form."""
     text = Path(path).read_text(encoding="utf-8")
-    data = _yaml_load(text)
+    data = _yaml_load(text, path)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: not a CloudFormation template (top level is not a mapping)")
     return data
 
 
-def _yaml_load(text: str) -> Any:
+def _yaml_load(text: str, path: str | Path = "template") -> Any:
+    """The YAML document; ValueError `path: line N: problem` when it is not YAML (the editor's line, 1-based)."""
     import yaml  # lazy: only `local invoke` and tests need PyYAML
 
     class CfnLoader(yaml.SafeLoader):
@@ -134,7 +136,15 @@ def _yaml_load(text: str) -> Any:
     CfnLoader.add_constructor(
         "tag:yaml.org,2002:timestamp", lambda loader, node: loader.construct_scalar(node)
     )
-    return yaml.load(text, Loader=CfnLoader)  # noqa: S506 - SafeLoader subclass
+    try:
+        return yaml.load(text, Loader=CfnLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+        text = (f"line {mark.line + 1}: " if mark else "") + (problem or str(exc).splitlines()[0])
+        context, opened = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and opened:  # where the unclosed bracket or quote began
+            text += f"; {context} on line {opened.line + 1}"
+        raise ValueError(f"{path}: not valid YAML ({text})") from None
 
 
 def load_env_vars(path: str | Path, logical_id: str) -> dict[str, str]:
@@ -224,6 +234,32 @@ def check_parameter_names(template: Mapping[str, Any], overrides: Mapping[str, s
         raise ValueError(f"the template has no parameter {names} (parameters: {listed})")
 
 
+def check_parameter_values(template: Mapping[str, Any], overrides: Mapping[str, str]) -> None:
+    """ValueError naming the first override CloudFormation would refuse: not in AllowedValues, not a
+    number for a Number parameter, or outside MinValue / MaxValue.
+
+    A deploy refuses these; a local invoke used to pass them on, to fail later as a traceback
+    (LOG_LEVEL=bogus) or not at all (a memory size of "abc").
+    """
+    parameters = template.get("Parameters") or {}
+    for name, value in overrides.items():
+        spec = parameters.get(name) or {}
+        allowed = spec.get("AllowedValues")
+        if isinstance(allowed, list) and value not in [_stringify(v) for v in allowed]:
+            raise ValueError(f"parameter {name}: {value!r} is not one of {', '.join(_stringify(v) for v in allowed)}")
+        if spec.get("Type") == "Number":
+            try:
+                number = float(value)
+                if not math.isfinite(number):
+                    raise ValueError(value)
+            except ValueError:
+                raise ValueError(f"parameter {name} is a Number: {value!r} is not a number") from None
+            for bound, outside in (("MinValue", number.__lt__), ("MaxValue", number.__gt__)):
+                if spec.get(bound) is not None and outside(float(spec[bound])):
+                    raise ValueError(f"parameter {name}: {value} is outside {spec.get('MinValue', '-inf')}.."
+                                     f"{spec.get('MaxValue', 'inf')}")
+
+
 SAMCONFIG_NAMES = ("samconfig.toml", "samconfig.yaml", "samconfig.yml")
 
 
@@ -304,6 +340,7 @@ def function_spec(
         listed = ", ".join(ids) if ids else "none"
         raise ValueError(f"no function {logical_id!r} in the template (functions: {listed})")
     check_parameter_names(template, parameter_overrides or {})
+    check_parameter_values(template, parameter_overrides or {})
     resource = template["Resources"][logical_id]
     props: dict[str, Any] = resource.get("Properties") or {}
     is_sam = resource["Type"] == "AWS::Serverless::Function"

@@ -169,6 +169,7 @@ def write_dataset(
     )
 
     _check_type(machine_type)
+    check_path_part(machine_id)
     if n_normal < 0 or n_abnormal < 0:
         raise ValueError("clip counts must be >= 0")
     if seed < 0:
@@ -227,6 +228,14 @@ class _Body:
     phase: np.ndarray | None        # shaft phase (rad) of rotating machines
     activity: np.ndarray | None     # 0..1 where the machine moves; None: always
     events: np.ndarray              # times (s) of mechanical events (clicks, starts, stops)
+
+
+def check_path_part(name: str) -> str:
+    """`name` if it is one plain folder name: the machine id becomes OUT/<type>/<id>/, and `../x`,
+    `a/b` or an absolute path would write outside OUT."""
+    if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+        raise ValueError(f"{name!r} is not one folder name (no /, \\, . or ..)")
+    return name
 
 
 def _check_type(machine_type: str) -> None:

@@ -8,6 +8,9 @@ that has no idea how it was trained.
 from __future__ import annotations
 
 import io
+import pickle
+import warnings
+import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,9 +167,33 @@ def production_engine(module: ScoringModule) -> NumpyScoringModule:
     return read_numpy_module(buffer)
 
 
+def is_torchscript_archive(path: str | Path) -> bool:
+    """Whether `path` is a zip written by torch.jit.save (it carries code/ and constants.pkl; a state
+    dict saved by torch.save has neither)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
+
+
 def load_legacy_state_dict(path: str | Path) -> Autoencoder:
-    """Load an earlier-app `.pth` state dict (64-dim seed features) into the autoencoder."""
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    """Load an earlier-app `.pth` state dict (64-dim seed features) into the autoencoder.
+
+    Only tensors are ever unpickled (weights_only). A TorchScript archive is named as such up front:
+    torch.load would warn, then fail advising weights_only=False, i.e. running the file's code, which
+    is never the fix for a file someone handed over. Other refusals are worded here for the same reason.
+    """
+    if is_torchscript_archive(path):
+        raise ValueError("this is a TorchScript model, not a legacy state dict")
+    try:
+        with warnings.catch_warnings():  # torch's hints suggest loading untrusted code
+            warnings.simplefilter("ignore")
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError("it holds Python objects besides tensors; refused, since loading them could run "
+                         "code from the file") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     input_dim = int(state["encoder.0.weight"].shape[1])

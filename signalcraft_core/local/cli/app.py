@@ -21,12 +21,20 @@ class FriendlyGroup(click.Group):
             return super().invoke(ctx)
         except SignalcraftError as exc:
             raise click.ClickException(str(exc)) from None
-        except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-            raise click.ClickException(f"{exc.strerror}: {exc.filename}") from None
         except Exception as exc:  # botocore errors are imported lazily; match them by module
             if type(exc).__module__.startswith(("botocore", "boto3", "urllib3")):
                 raise click.ClickException(f"object store: {exc}") from None
+            if isinstance(exc, OSError):  # any file-system refusal (exists, not a folder, full disk ...)
+                raise click.ClickException(_os_error_line(exc)) from None
             raise
+
+
+def _os_error_line(exc: OSError) -> str:
+    """`strerror: filename` as the shell says it, or the error's own text when it names no file."""
+    if not exc.strerror:
+        return str(exc) or type(exc).__name__
+    names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
+    return f"{exc.strerror}: {' -> '.join(names)}" if names else exc.strerror
 
 
 @click.group(cls=FriendlyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

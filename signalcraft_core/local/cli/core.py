@@ -17,7 +17,8 @@ import click
 from signalcraft_core.config import PREFERENCES
 from signalcraft_core.io.keys import KNOWN_MACHINE_TYPES
 from signalcraft_core.local.console import Progress, info
-from signalcraft_core.logs import printable
+from signalcraft_core.local.cli.params import Location
+from signalcraft_core.logs import one_line, printable
 
 EXIT_SCORE_ERRORS = 1
 SCORE_BATCH = 16  # files read and graded together by `score`
@@ -27,13 +28,23 @@ def _command_line() -> str:
     return "signalcraft " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
+def _path_part(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A value that becomes one folder name (synth's --machine-id), checked by synth's own rule."""
+    from signalcraft_core.local.synth import check_path_part
+
+    try:
+        return check_path_part(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @click.command()
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("out", type=Location(folder=True, s3_refusal="synth writes a local folder only", path_type=Path))
 @click.option("--machine-type", "-m", type=click.Choice(KNOWN_MACHINE_TYPES), required=True)
 @click.option("--normal", "n_normal", type=click.IntRange(0), default=40, show_default=True)
 @click.option("--abnormal", "n_abnormal", type=click.IntRange(0), default=10, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--machine-id", default="id_00", show_default=True)
+@click.option("--machine-id", default="id_00", show_default=True, callback=_path_part, help="One folder name.")
 @click.option("--duration", type=click.FloatRange(1.0, 600.0), default=10.0, show_default=True, help="Seconds per clip.")
 @click.option("--quiet", "-q", is_flag=True)
 def synth(out: Path, machine_type: str, n_normal: int, n_abnormal: int, seed: int, machine_id: str, duration: float, quiet: bool) -> None:
@@ -52,8 +63,9 @@ def synth(out: Path, machine_type: str, n_normal: int, n_abnormal: int, seed: in
 
 
 @click.command()
-@click.argument("data", nargs=-1, required=True)
-@click.option("--out", "-o", required=True, help="Model folder, or s3://bucket/prefix/ (artifacts first, manifest last).")
+@click.argument("data", nargs=-1, required=True, type=Location(exists=True))
+@click.option("--out", "-o", required=True, type=Location(folder=True),
+              help="Model folder, or s3://bucket/prefix/ (artifacts first, manifest last).")
 @click.option("--endpoint-url", envvar="AWS_ENDPOINT_URL", help="S3 endpoint for s3:// data or --out (e.g. MinIO).")
 @click.option("--machine-type", "-m", required=True, help="pump, fan, slider, valve, or your own name.")
 @click.option("--profile", "-p", default="default", show_default=True, help="Feature profile (default, seed).")
@@ -107,24 +119,27 @@ def _train(data: tuple[str, ...], out: str, endpoint_url: str | None, tmp: Path,
     )
 
     client = s3_client(endpoint_url) if any(map(is_uri, (*data, out))) else None
+    if is_uri(out):
+        _probe_output(client, out)
     local: list[Path] = []
+    origin: dict[Path, str] = {}  # downloaded copy -> its s3:// URI: messages name what the user gave
     for i, source in enumerate(data):
         if is_uri(source):
-            _, refused = download_normals(source, tmp / f"data-{i}", client, DEFAULT_AUDIO_CONFIG.max_bytes)
+            copies, refused = download_normals(source, tmp / f"data-{i}", client, DEFAULT_AUDIO_CONFIG.max_bytes)
             for key in refused:
                 info(f"skipped {printable(key)}: not a plain relative path below {source}", quiet)
+            base = source if source.endswith("/") else source + "/"
+            origin.update((copy, base + copy.relative_to(tmp / f"data-{i}").as_posix()) for copy in copies)
             local.append(tmp / f"data-{i}")
-        elif Path(source).exists():
-            local.append(Path(source))
         else:
-            raise click.BadParameter(f"{source} does not exist", param_hint="DATA")
+            local.append(Path(source))
     files = find_wavs(local)
     if not files:
         raise click.ClickException(f"no normal .wav files found under {', '.join(map(str, data))}")
     with Progress(quiet) as progress:
         signals, used, skipped = load_signals(files, progress=progress)
         for path, exc in skipped:
-            info(f"skipped {path}: {exc}", quiet)
+            info(f"skipped {printable(origin.get(Path(path), path))}: {exc}", quiet)
         options = TrainingOptions(machine_type=machine_type, profile=profile, name=name, epochs=epochs, seed=seed,
                                   warning_rate=warning_rate, critical_rate=critical_rate)
         try:
@@ -148,6 +163,18 @@ def _train(data: tuple[str, ...], out: str, endpoint_url: str | None, tmp: Path,
     if longest > 2 * shortest:   # one window for clips of very different lengths: say so, once
         info(f"  note: training clips run from {shortest:g} to {longest:g} s; the model's window is their median "
              f"{manifest['training']['clip_seconds']:g} s (longer recordings are graded window by window)", quiet)
+
+
+def _probe_output(client, uri: str) -> None:
+    """Fail in one line now, not after training, when the s3:// --out cannot be reached (no bucket, no
+    credentials, a wrong endpoint): one listing of at most one key."""
+    from signalcraft_core.io.objects import parse_uri
+
+    bucket, prefix = parse_uri(uri)
+    try:
+        client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+    except Exception as exc:  # noqa: BLE001 - botocore's errors are many; each is one line here
+        raise click.ClickException(f"--out {uri} is not reachable: {one_line(str(exc))}") from None
 
 
 def _score_json(record, result) -> dict:
@@ -175,31 +202,54 @@ def _fmt(value, spec: str) -> str:
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--models", "-M", type=click.Path(path_type=Path), help="Model folder or root of per-type folders (default: packaged models).")
+@click.option("--models", "-M", help="Model folder or root of per-type folders (default: packaged models).",
+              type=Location(exists=True, folder=True, path_type=Path, s3_refusal="score reads local model folders "
+                            "only (s3:// model sets are MODEL_URI of the handlers: `signalcraft sweep --models`)"))
 @click.option("--machine-type", "-m", help="Pick this type's model set from a model root (default: from the path, else `default`).")
 @click.option("--level", type=click.Choice(PREFERENCES), help="Which level decides the grade (default: the manifest's).")
 @click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="json", show_default=True)
 def score(paths: tuple[Path, ...], models: Path | None, machine_type: str | None, level: str | None, fmt: str) -> None:
     """Grade WAV files (or folders of them): one JSON line per input.
 
-    Exit 0 when every input was graded, 1 when any error record was printed, 2 on usage errors.
+    Exit 0 when every input was graded, 1 when any error record was printed, 2 on usage errors,
+    before any output: also a folder without .wav files, a missing or broken --models set, or a
+    --level the set has not. A --machine-type without a set of its own is graded with the set
+    found instead, with a warning.
 
     \b
     Example:
       signalcraft score recordings/*.wav --models models/pump --format table
     """
     from signalcraft_core.config import Settings
+    from signalcraft_core.errors import ModelError
     from signalcraft_core.io.events import ObjectRef
     from signalcraft_core.models.model_store import ModelStore
     from signalcraft_core.pipeline.grade import grade_with_scores
 
-    store = ModelStore(models)
     inputs: list[Path] = []
     for p in paths:
-        inputs.extend(sorted(q for q in p.rglob("*") if q.suffix.lower() == ".wav") if p.is_dir() else [p])
-    # Resolve every input's model set first: a missing or broken set fails before any output.
-    for path in inputs:
-        store.for_path(str(path), machine_type)
+        if not p.is_dir():
+            inputs.append(p)  # a missing or unreadable file is an error record, graded like any input
+            continue
+        found = sorted(q for q in p.rglob("*") if q.suffix.lower() == ".wav" and q.is_file())
+        if not found:  # nothing to grade is the user's mistake, not an input that failed (no record to print)
+            raise click.BadParameter(f"folder {p} holds no .wav files", param_hint="'PATHS...'")
+        inputs.extend(found)
+    # Resolve every input's model set first: a missing or broken set fails before any output, as a usage
+    # error (exit 2): exit 1 promises error records on stdout, and there are none.
+    try:
+        store = ModelStore(models)
+        model_sets = {id(s): s for s in (store.for_path(str(path), machine_type) for path in inputs)}.values()
+    except ModelError as exc:
+        raise click.BadParameter(exc.message, param_hint="'--models' / '-M'") from None
+    for model_set in model_sets:  # --level asks for one level: grading with the other would be silent
+        if level in ("level1", "level2") and not getattr(model_set, f"has_{level}"):
+            raise click.UsageError(f"model set {model_set.name} has no {level}")
+    if machine_type:  # one set grades every input; a custom type may have its own, so a warning, not a refusal
+        chosen = next(iter(model_sets))
+        if machine_type not in (chosen.set_name, chosen.machine_type):
+            click.echo(f"Warning: no model set for machine type {machine_type!r} under {store.uri}: "
+                       f"graded with {chosen.name}", err=True)
     settings = Settings(preference=level)
     any_error = False
     if fmt == "table":
@@ -224,7 +274,8 @@ def score(paths: tuple[Path, ...], models: Path | None, machine_type: str | None
 
 @click.command("import-legacy")
 @click.argument("pth", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", "-o", required=True,
+              type=Location(folder=True, s3_refusal="import-legacy writes a local folder only", path_type=Path))
 @click.option("--machine-type", "-m", help="Default: valve if the file name says so, else pump.")
 @click.option("--calibrate", multiple=True, type=click.Path(exists=True, path_type=Path),
               help="Normal clips (files or folders) to calibrate on instead of the old min(1, 20*mse).")

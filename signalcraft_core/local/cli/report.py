@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from signalcraft_core.config import PREFERENCES
+from signalcraft_core.local.cli.params import Location
 from signalcraft_core.local.console import info
 
 PLOT_HINT = "plots need matplotlib, which is not installed: pip install 'signalcraft-scoring[plot]'"
@@ -97,7 +98,7 @@ def _day(value: datetime | None) -> date | None:
 
 
 @click.command()
-@click.option("--grades", "-g", "grades", required=True, metavar="DIR|s3://BUCKET/PREFIX/",
+@click.option("--grades", "-g", "grades", required=True, type=Location(), metavar="DIR|s3://BUCKET/PREFIX/",
               help="Grade records: a local folder (or Parquet file) or an S3 prefix.")
 @click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), metavar="YYYY-MM-DD", help="Only this UTC day (the dt= partition).")
 @click.option("--since", type=click.DateTime(["%Y-%m-%d"]), metavar="YYYY-MM-DD", help="Only records from this UTC day on.")
@@ -159,7 +160,8 @@ def _recordings_bucket(table) -> str | None:
 
 @click.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--models", "-M", type=click.Path(path_type=Path),
+@click.option("--models", "-M", type=Location(exists=True, folder=True, path_type=Path,
+                                              s3_refusal="explain reads local model folders only"),
               help="Model folder or root of per-type folders (default: packaged models).")
 @click.option("--machine-type", "-m", help="Pick this type's model set from a model root (default: from the path).")
 @click.option("--level", type=click.Choice(PREFERENCES),

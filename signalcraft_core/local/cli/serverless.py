@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import time
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -39,7 +41,13 @@ def _endpoint_option(f):
 
 @click.group()
 def local() -> None:
-    """Run the Lambda functions of template.yaml on this machine (like `sam local`)."""
+    """Run the Lambda functions of template.yaml on this machine (like `sam local`).
+
+    \b
+    Example:
+      signalcraft local generate-event s3 put --bucket recordings --key site-a/pump/id_00/a.wav > put.json
+      signalcraft local invoke ScoreUploadFunction -e put.json --endpoint-url http://localhost:9000
+    """
 
 
 class _Words(click.ParamType):
@@ -247,13 +255,12 @@ def _read_event(path: Path | str | None) -> Any:
     """The event JSON from a file or stdin ('-'); {} without one."""
     if path is None or str(path) == "":
         return {}
-    if str(path) == "-":
-        text = sys.stdin.read()
-    else:
-        path = Path(path)
-        if not path.is_file():
-            raise click.ClickException(f"event file {path} not found")
-        text = path.read_text(encoding="utf-8")
+    if str(path) != "-" and not Path(path).is_file():
+        raise click.ClickException(f"event file {path} not found")
+    try:  # a WAV given as the event by mistake is not a traceback
+        text = sys.stdin.read() if str(path) == "-" else Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise click.ClickException(f"event {path} is not UTF-8 JSON") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -281,15 +288,25 @@ def one_line_errors(label: str) -> Iterator[None]:
         raise click.ClickException(f"{label}: {first}") from None
 
 
+def _not_empty(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """An empty bucket or key makes an event no handler can act on: refused here, not in the handler."""
+    if not value:
+        raise click.BadParameter("must not be empty")
+    return value
+
+
 @local.command("generate-event")
-@click.argument("service", type=click.Choice(["s3"]))
-@click.argument("kind", type=click.Choice(["put", "eventbridge", "schedule", "sqs", "minio", "map-batch"]))
-@click.option("--bucket", default=DEFAULT_RECORDINGS_BUCKET, show_default=True)
-@click.option("--key", default="site-a/pump/id_00/00000000.wav", show_default=True)
+@click.argument("service", type=click.Choice(["s3"]), metavar="SERVICE")
+@click.argument("kind", type=click.Choice(["put", "eventbridge", "schedule", "sqs", "minio", "map-batch"]),
+                metavar="KIND")
+@click.option("--bucket", default=DEFAULT_RECORDINGS_BUCKET, show_default=True, callback=_not_empty)
+@click.option("--key", default="site-a/pump/id_00/00000000.wav", show_default=True, callback=_not_empty)
 @click.option("--prefix", default="", help="For schedule / map-batch.")
-@click.option("--date", help="YYYY-MM-DD (schedule).")
-def generate_event_cmd(service: str, kind: str, bucket: str, key: str, prefix: str, date: str | None) -> None:
+@click.option("--date", type=click.DateTime(["%Y-%m-%d"]), metavar="YYYY-MM-DD", help="Event day (schedule: the day swept).")
+def generate_event_cmd(service: str, kind: str, bucket: str, key: str, prefix: str, date: datetime | None) -> None:
     """Print a sample event in the SAM CLI's shapes.
+
+    SERVICE is s3; KIND is put, eventbridge, schedule, sqs, minio or map-batch.
 
     \b
     Example:
@@ -297,8 +314,9 @@ def generate_event_cmd(service: str, kind: str, bucket: str, key: str, prefix: s
     """
     from signalcraft_core.local.sample_events import generate_event
 
+    day = date.strftime("%Y-%m-%d") if date else None
     try:
-        event = generate_event("s3-put" if kind == "put" else kind, bucket, key, prefix=prefix, date=date)
+        event = generate_event("s3-put" if kind == "put" else kind, bucket, key, prefix=prefix, date=day)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(event, indent=2))
@@ -439,38 +457,56 @@ def _transient(exc: Exception) -> bool:
 @local.command("minio-listener")
 @click.option("--port", type=click.IntRange(1, 65535), default=8765, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on; anything but a loopback address needs --auth-token.")
+              help="Address to listen on (0.0.0.0 when MinIO runs in a container). A token is required on any.")
+@click.option("--auth-token-file", envvar="SIGNALCRAFT_WEBHOOK_TOKEN_FILE", metavar="PATH",
+              help="File holding the shared secret (MinIO's notify_webhook auth_token, sent as `Authorization: "
+                   "Bearer TOKEN`); refused unless a regular file of yours that only you can read (chmod 600). "
+                   "The recommended way (env SIGNALCRAFT_WEBHOOK_TOKEN_FILE). Without it, --auth-token or "
+                   "SIGNALCRAFT_WEBHOOK_TOKEN, a token is made in ~/.signalcraft/webhook-token and kept there.")
 @click.option("--auth-token", envvar="SIGNALCRAFT_WEBHOOK_TOKEN", metavar="TOKEN",
-              help="Shared secret: MinIO's notify_webhook auth_token, sent as `Authorization: Bearer TOKEN` "
-                   "(env SIGNALCRAFT_WEBHOOK_TOKEN; prefer the variable, a flag shows in the process list).")
+              help="The shared secret itself (env SIGNALCRAFT_WEBHOOK_TOKEN; a flag shows in the process list).")
 @click.option("--bucket", "buckets", multiple=True, envvar="SIGNALCRAFT_WEBHOOK_BUCKETS",
               default=(DEFAULT_RECORDINGS_BUCKET,), show_default=True,
               help="Bucket whose notifications are graded (repeatable; env SIGNALCRAFT_WEBHOOK_BUCKETS, "
                    "space-separated); others are answered 403.")
 @_output_options
-def minio_listener(port: int, host: str, auth_token: str | None, buckets: tuple[str, ...], endpoint_url: str | None,
+def minio_listener(port: int, host: str, auth_token_file: str | None, auth_token: str | None,
+                   buckets: tuple[str, ...], endpoint_url: str | None,
                    output_bucket: str, output_prefix: str, models: str | None, level: str | None) -> None:
     """Receive MinIO bucket notifications (webhook target) and run the upload handler on each.
 
     Each notified object is HEAD-ed: its own ETag, version, size and LastModified are graded, never
     the sender's fields. 401 without the token, 403 for other buckets, 413 over 256 KiB, 503 when busy.
+    A token is always required, on 127.0.0.1 too (other local users can reach it); given none, the
+    listener makes one in ~/.signalcraft/webhook-token (0600) and prints the `mc` line to use it.
 
     \b
     Example (set-up in infra/minio/):
-      export SIGNALCRAFT_WEBHOOK_TOKEN=$(openssl rand -hex 32)
-      mc admin config set local notify_webhook:signalcraft endpoint=http://127.0.0.1:8765/ \\
-          auth_token=$SIGNALCRAFT_WEBHOOK_TOKEN
-      mc event add local/signalcraft-recordings arn:minio:sqs::signalcraft:webhook --event put --suffix .wav
       signalcraft local minio-listener --port 8765 --endpoint-url http://localhost:9000
+      mc admin config set local notify_webhook:signalcraft endpoint=http://127.0.0.1:8765/ \\
+          auth_token="$(cat ~/.signalcraft/webhook-token)"
+      mc admin service restart local
+      mc event add local/signalcraft-recordings arn:minio:sqs::signalcraft:webhook --event put --suffix .wav
+
+    \b
+    With a token file of your own:
+      (umask 077; openssl rand -hex 32 > ~/.minio-webhook-token)
+      signalcraft local minio-listener --auth-token-file ~/.minio-webhook-token --endpoint-url http://localhost:9000
     """
-    from signalcraft_core.local.webhook import ListenerRefused, serve
+    from signalcraft_core.local.webhook import ListenerRefused, listener_token, serve
     from signalcraft_core.pipeline.runtime import get_runtime
 
     with handler_environment(_function_env(output_bucket, output_prefix, models, level), endpoint_url):
         with one_line_errors("minio-listener"):
             get_runtime()  # configuration errors now, not on the first notification
         try:
-            serve(host, port, lambda message: info(message), token=auth_token or None, buckets=buckets)
+            token, made_in = listener_token(auth_token or None, auth_token_file or None)
+            if made_in is not None:  # the path, never the token: this line may end up in a log
+                where = host if host.strip("[]") not in ("", "0.0.0.0", "::") else "THIS-HOST"
+                info(f"bearer token in {made_in} (only you can read it); configure MinIO with: mc admin config set "
+                     f"ALIAS notify_webhook:signalcraft endpoint=http://{where}:{port}/ "
+                     f"auth_token=\"$(cat {shlex.quote(str(made_in))})\"")
+            serve(host, port, lambda message: info(message), token=token, buckets=buckets)
         except ListenerRefused as exc:
             raise click.ClickException(f"minio-listener: {exc}") from None
         except OSError as exc:  # port in use, address not available
