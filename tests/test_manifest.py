@@ -196,6 +196,9 @@ def test_manifest_shape_checks():
         parse_manifest(base_manifest(artifacts=["a.bin"]), "here")
     with pytest.raises(ModelError, match="artifact a must be an object"):
         parse_manifest(base_manifest(artifacts={"a": "a.bin"}), "here")
+    with pytest.raises(ModelError, match="preference 'bogus' is not one of hybrid, level1, level2"):
+        parse_manifest(base_manifest(preference="bogus"), "here")   # not a traceback on every grade
+    assert parse_manifest(base_manifest(preference="level2"), "here")["preference"] == "level2"
 
 
 def test_verify_artifacts_returns_only_checked_paths(model_dir):

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from signalcraft_core.config import PREFERENCES
 from signalcraft_core.errors import ModelError
 
 MANIFEST_FILE = "manifest.json"
@@ -250,6 +251,9 @@ def parse_manifest(data: bytes, origin: str) -> dict[str, Any]:
         raise ModelError(
             f"{origin}: manifest schema {manifest['schema_version']} is not supported (expected {MANIFEST_SCHEMA_VERSION})"
         )
+    if manifest.get("preference", "hybrid") not in PREFERENCES:   # read on every grade: refused at load instead
+        raise ModelError(f"{origin}: manifest preference {manifest['preference']!r} is not one of "
+                         f"{', '.join(PREFERENCES)}")
     if not isinstance(manifest["artifacts"], dict):
         raise ModelError(f"{origin}: manifest artifacts must be an object of name -> {{path, sha256}}")
     for name, art in manifest["artifacts"].items():
