@@ -73,3 +73,15 @@ def make_bucket(s3):
 def bucket(make_bucket) -> str:
     """One fresh bucket for tests that need just one."""
     return make_bucket()
+
+
+@pytest.fixture
+def fleet(s3_server, s3, make_bucket, monkeypatch):
+    """(s3, recordings bucket, grades bucket) with the handlers configured against them, quiet logs."""
+    from tests.handler_env import configure_handlers
+    from signalcraft_core.pipeline import runtime
+
+    recordings, grades = make_bucket(), make_bucket()
+    configure_handlers(monkeypatch, s3_server.endpoint_url, grades, log_level="CRITICAL")
+    yield s3, recordings, grades
+    runtime.reset()

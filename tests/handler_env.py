@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
+
+from signalcraft_core.io.audio import encode_wav
 from signalcraft_core.pipeline import runtime
 
 #: Every variable the handlers read that a test may have set; cleared before each configuration.
@@ -20,6 +23,13 @@ def configure_handlers(monkeypatch, endpoint_url: str, output_bucket: str, log_l
     monkeypatch.setenv("OUTPUT_PREFIX", "grades/")
     monkeypatch.setenv("LOG_LEVEL", log_level)
     runtime.reset()
+
+
+def clip(seed: int, seconds: float = 1.1, rate: int = 8000) -> bytes:
+    """A short, cheap-to-grade WAV (tone plus noise, distinct per seed) for the fleet tests."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(rate * seconds)) / rate
+    return encode_wav(0.2 * np.sin(2 * np.pi * (100 + seed) * t) + 0.05 * rng.standard_normal(t.size), rate)
 
 
 class CallLog:

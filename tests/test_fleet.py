@@ -9,33 +9,17 @@ import io
 import threading
 
 import duckdb
-import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
 from handlers import fleet_sweep, score_upload, sweep_batch
-from signalcraft_core.io.audio import encode_wav
 from signalcraft_core.io.objects import list_keys
 from signalcraft_core.local.sample_events import generate_event
 from signalcraft_core.pipeline import runtime
 from signalcraft_core.pipeline.records import GradeRecord, record_id
 from signalcraft_core.pipeline.sinks import LocalGradeSink, read_grades
-from tests.handler_env import CallLog, configure_handlers
-
-
-def clip(seed: int, seconds: float = 1.1, rate: int = 8000) -> bytes:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(rate * seconds)) / rate
-    return encode_wav(0.2 * np.sin(2 * np.pi * (100 + seed) * t) + 0.05 * rng.standard_normal(t.size), rate)
-
-
-@pytest.fixture
-def fleet(s3_server, s3, make_bucket, monkeypatch):
-    recordings, grades = make_bucket(), make_bucket()
-    configure_handlers(monkeypatch, s3_server.endpoint_url, grades, log_level="CRITICAL")
-    yield s3, recordings, grades
-    runtime.reset()
+from tests.handler_env import CallLog, clip
 
 
 def _keys(s3, bucket: str) -> list[str]:

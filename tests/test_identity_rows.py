@@ -17,14 +17,11 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
 import pytest
-from handler_env import configure_handlers
+from handler_env import clip
 
 from handlers import fleet_sweep, score_upload
 from signalcraft_core.config import Settings
-from signalcraft_core.io.audio import encode_wav
 from signalcraft_core.io.events import ObjectRef
 from signalcraft_core.io.objects import delete_keys, list_keys
 from signalcraft_core.local.sample_events import generate_event
@@ -41,20 +38,6 @@ from signalcraft_core.pipeline.sinks import LocalGradeSink, S3GradeSink, read_gr
 
 DEMO_MODELS = Path(__file__).resolve().parents[1] / "signalcraft_core" / "local" / "demo_models"
 PUMP_KEY = "site-a/pump/id_00/00000001.wav"
-
-
-def clip(seed: int, seconds: float = 1.1, rate: int = 8000) -> bytes:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(rate * seconds)) / rate
-    return encode_wav(0.2 * np.sin(2 * np.pi * (100 + seed) * t) + 0.05 * rng.standard_normal(t.size), rate)
-
-
-@pytest.fixture
-def fleet(s3_server, s3, make_bucket, monkeypatch):
-    recordings, grades = make_bucket(), make_bucket()
-    configure_handlers(monkeypatch, s3_server.endpoint_url, grades, log_level="CRITICAL")
-    yield s3, recordings, grades
-    runtime.reset()
 
 
 def _grade_keys(s3, bucket: str) -> list[str]:

@@ -29,6 +29,7 @@ from signalcraft_core.models.manifest import (
     verify_artifacts,
 )
 from signalcraft_core.models.model_set import load_model_set
+from tests.payloads import TouchOnLoad
 
 SR = 16000
 
@@ -58,16 +59,6 @@ def edit_manifest(model_dir: Path, edit) -> None:
     manifest = json.loads(path.read_text())
     edit(manifest)
     path.write_text(json.dumps(manifest))
-
-
-class TouchOnLoad:
-    """Unpickling this runs `Path.touch(marker)`: a stand-in for any code a pickle may run."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
 
 
 def plant_payload(path: Path, marker: Path) -> None:

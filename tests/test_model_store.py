@@ -19,6 +19,7 @@ from signalcraft_core.models.manifest import (
     write_manifest,
 )
 from signalcraft_core.models.model_store import ModelStore
+from tests.payloads import TouchOnLoad
 
 
 def make_set(folder: Path, name: str, machine_type: str, seed: int = 0) -> Path:
@@ -175,14 +176,6 @@ def test_a_tampered_artifact_in_s3_is_refused(s3, bucket, sets, tmp_path):
     s3.put_object(Bucket=bucket, Key="models/pump/autoencoder.pt", Body=tampered)
     with pytest.raises(ModelError, match="integrity"):
         s3_store(s3, bucket, tmp_path / "cache").get("pump")
-
-
-class TouchOnLoad:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
 
 
 def test_a_swapped_pickle_in_s3_is_never_unpickled(s3, bucket, sets, tmp_path):

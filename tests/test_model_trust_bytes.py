@@ -28,18 +28,9 @@ from signalcraft_core.models.manifest import (
 )
 from signalcraft_core.models.model_set import load_model_set
 from signalcraft_core.models.model_store import DEFAULT_MODEL_ROOT, ModelStore
+from tests.payloads import TouchOnLoad
 
 PACKAGED_SET = DEFAULT_MODEL_ROOT / "pump"
-
-
-class TouchOnLoad:
-    """Unpickling this runs `Path.touch(marker)`: a stand-in for any code a pickle may run."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
 
 
 def upload(s3, bucket: str, folder: Path, prefix: str) -> None:

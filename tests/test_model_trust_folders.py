@@ -28,20 +28,11 @@ from signalcraft_core.models import model_store as store_module
 from signalcraft_core.models.manifest import MANIFEST_FILE
 from signalcraft_core.models.model_set import load_model_set
 from signalcraft_core.models.model_store import DEFAULT_MODEL_ROOT, ModelStore
+from tests.payloads import TouchOnLoad
 
 NEIGHBOUR = 65534
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="acting as another uid needs root")
 PACKAGED_SET = DEFAULT_MODEL_ROOT / "pump"
-
-
-class TouchOnLoad:
-    """Unpickling this runs `Path.touch(marker)`: a stand-in for any code a planted pickle may run."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
 
 
 def private_copy(target: Path) -> Path:

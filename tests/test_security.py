@@ -40,6 +40,7 @@ from signalcraft_core.models.manifest import sha256_bytes
 from signalcraft_core.models.model_store import DEFAULT_MODEL_ROOT
 from signalcraft_core.pipeline import runtime
 from signalcraft_core.pipeline.sinks import read_grades
+from tests.payloads import TouchOnLoad
 
 SECRET = "SENTINEL-secret-" + uuid.uuid4().hex  # what AWS_SECRET_ACCESS_KEY holds during these tests
 ACCESS_KEY = "AKIASENTINEL" + uuid.uuid4().hex[:8].upper()
@@ -59,18 +60,8 @@ def clip(seed: int = 0, seconds: float = 1.2, rate: int = 8000) -> bytes:
     return encode_wav(0.3 * np.sin(2 * np.pi * 150 * t) + 0.05 * rng.standard_normal(len(t)), rate)
 
 
-class _Unpickled:
-    """Unpickling this calls open(marker, "w"): the file appearing proves the pickle was loaded."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))
-
-
 def evil_pickle(marker: Path) -> bytes:
-    return pickle.dumps(_Unpickled(marker))
+    return pickle.dumps(TouchOnLoad(marker))
 
 
 @dataclass

@@ -9,11 +9,9 @@ import datetime as dt
 import json
 import re
 
-import numpy as np
 import pytest
 
 from handlers import fleet_sweep, sweep_batch
-from signalcraft_core.io.audio import encode_wav
 from signalcraft_core.pipeline import runtime
 from signalcraft_core.pipeline.sinks import read_grades
 from signalcraft_core.pipeline.sweep import (
@@ -25,23 +23,9 @@ from signalcraft_core.pipeline.sweep import (
     save_state,
 )
 from tests.faultproxy import Fault, FaultProxy
-from tests.handler_env import configure_handlers
+from tests.handler_env import clip
 
 PREFIX = "site-a/"
-
-
-def clip(seed: int, seconds: float = 1.1, rate: int = 8000) -> bytes:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(rate * seconds)) / rate
-    return encode_wav(0.2 * np.sin(2 * np.pi * (100 + seed) * t) + 0.05 * rng.standard_normal(t.size), rate)
-
-
-@pytest.fixture
-def fleet(s3_server, s3, make_bucket, monkeypatch):
-    recordings, grades = make_bucket(), make_bucket()
-    configure_handlers(monkeypatch, s3_server.endpoint_url, grades, log_level="CRITICAL")
-    yield s3, recordings, grades
-    runtime.reset()
 
 
 def _items(s3, recordings: str) -> list[dict]:
