@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from handler_env import clip
 
-from handlers import fleet_sweep, score_upload
+from handlers import fleet_sweep, score_upload, sweep_batch
 from signalcraft_core.config import Settings
 from signalcraft_core.io.events import ObjectRef
 from signalcraft_core.io.objects import delete_keys, list_keys
@@ -136,6 +136,18 @@ def test_a_record_never_headed_is_filed_under_the_day_it_was_scored(fleet):
     assert written and all(k.startswith(f"grades/dt={today}/machine_type=pump/") for k in written), written
     rows = read_grades(f"s3://{grades}/grades/", s3).to_pylist()
     assert [(r["error_code"], r["event_time"]) for r in rows] == [("not_found", None)] * 2
+
+
+def test_a_listed_object_that_cannot_be_headed_keeps_its_listed_day(fleet):
+    """A Map item's LastModified came from ListObjectsV2, not a sender: the error row stays in that day's
+    partition, where the later grade of the same bytes lands (one id, one partition)."""
+    s3, recordings, grades = fleet
+    item = {"Key": "site-a/pump/id_00/gone.wav", "ETag": '"0123456789abcdef0123456789abcdef"', "Size": 100,
+            "LastModified": "2026-11-28T03:04:05+00:00"}   # listed, then deleted before the batch ran
+    out = sweep_batch.handler({"Items": [item], "BatchInput": {"bucket": recordings, "prefix": "site-a/"}})
+    assert out["written"] and all(k.startswith("grades/dt=2026-11-28/") for k in out["written"]), out
+    (row,) = read_grades(f"s3://{grades}/grades/", s3).to_pylist()
+    assert row["error_code"] == "not_found" and row["event_time"].date() == dt.date(2026, 11, 28)
 
 
 # --------------------------------------------------------------------------- compaction on a store ignoring the ETag

@@ -25,11 +25,9 @@ from signalcraft_core.models.manifest import (
     parse_manifest,
     read_manifest,
     safe_artifact_path,
-    sha256_file,
-    verify_artifacts,
 )
 from signalcraft_core.models.model_set import load_model_set
-from tests.payloads import TouchOnLoad
+from tests.neighbours import TouchOnLoad
 
 SR = 16000
 
@@ -190,14 +188,6 @@ def test_manifest_shape_checks():
     with pytest.raises(ModelError, match="preference 'bogus' is not one of hybrid, level1, level2"):
         parse_manifest(base_manifest(preference="bogus"), "here")   # not a traceback on every grade
     assert parse_manifest(base_manifest(preference="level2"), "here")["preference"] == "level2"
-
-
-def test_verify_artifacts_returns_only_checked_paths(model_dir):
-    manifest = read_manifest(model_dir)
-    paths = verify_artifacts(model_dir, manifest)
-    assert set(paths) == {"autoencoder", "level1"}
-    for name, path in paths.items():
-        assert sha256_file(path) == manifest["artifacts"][name]["sha256"]
 
 
 def test_hash_matching_but_broken_sections_are_model_errors(model_dir):

@@ -19,7 +19,7 @@ from signalcraft_core.models.manifest import (
     write_manifest,
 )
 from signalcraft_core.models.model_store import ModelStore
-from tests.payloads import TouchOnLoad
+from tests.neighbours import TouchOnLoad
 
 
 def make_set(folder: Path, name: str, machine_type: str, seed: int = 0) -> Path:

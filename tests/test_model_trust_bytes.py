@@ -28,7 +28,7 @@ from signalcraft_core.models.manifest import (
 )
 from signalcraft_core.models.model_set import load_model_set
 from signalcraft_core.models.model_store import DEFAULT_MODEL_ROOT, ModelStore
-from tests.payloads import TouchOnLoad
+from tests.neighbours import TouchOnLoad
 
 PACKAGED_SET = DEFAULT_MODEL_ROOT / "pump"
 

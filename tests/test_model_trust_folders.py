@@ -25,10 +25,10 @@ import pytest
 
 from signalcraft_core.errors import ErrorCode, ModelError
 from signalcraft_core.models import model_store as store_module
-from signalcraft_core.models.manifest import MANIFEST_FILE
+from signalcraft_core.models.manifest import MANIFEST_FILE, private_group
 from signalcraft_core.models.model_set import load_model_set
 from signalcraft_core.models.model_store import DEFAULT_MODEL_ROOT, ModelStore
-from tests.payloads import TouchOnLoad
+from tests.neighbours import TouchOnLoad, shared_group
 
 NEIGHBOUR = 65534
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="acting as another uid needs root")
@@ -105,12 +105,25 @@ def test_a_model_folder_others_can_write_is_refused_and_names_the_remedy(tmp_pat
     marker = tmp_path / "UNPICKLED"
     vouch_for(folder, pickle.dumps(TouchOnLoad(marker)))
     os.chmod(folder, mode)
+    if mode & 0o020 and not mode & 0o002:
+        os.chown(folder, -1, shared_group())   # group write matters when the group holds others
     for load in (lambda: ModelStore(folder).get("pump"), lambda: load_model_set(folder),
                  lambda: ModelStore(tmp_path / "models").get("pump")):
         message = refusal(load)
         assert f"{folder} is writable by other users (mode {mode:04o})" in message, message
-        assert f"chmod go-w {folder}" in message and "refusing" in message
+        assert f"chmod -R go-w {folder}" in message and "refusing" in message
     assert not marker.exists()
+
+
+def test_group_write_for_a_group_of_the_owner_alone_is_trusted(tmp_path):
+    """A checkout under umask 002 (a private group per user) leaves the models 0775 / 0664: still ours alone."""
+    folder = private_copy(tmp_path / "pump")
+    gid = os.stat(folder).st_gid
+    if not private_group(gid, os.geteuid()):
+        pytest.skip("this user's group has other members here")
+    for path in (folder, *folder.iterdir()):
+        os.chmod(path, 0o775 if path.is_dir() else 0o664)
+    assert ModelStore(folder).get("pump").name
 
 
 @pytest.mark.parametrize("name", [MANIFEST_FILE, "level1.joblib", "autoencoder.pt"])
@@ -119,7 +132,7 @@ def test_a_manifest_or_artifact_others_can_write_is_refused(tmp_path, name):
     os.chmod(folder / name, 0o666)
     message = refusal(lambda: ModelStore(folder).get("pump"))
     assert f"{folder / name} is writable by other users (mode 0666)" in message, message
-    assert f"chmod go-w {folder / name}" in message
+    assert f"chmod -R go-w {folder / name}" in message
 
 
 def test_a_sticky_model_root_is_not_trusted_for_its_set_folders(tmp_path):
@@ -136,7 +149,7 @@ def test_an_ancestor_others_can_write_is_refused(tmp_path):
     folder = private_copy(shared / "team" / "pump")
     os.chmod(shared, 0o777)  # not sticky: anyone may rename `team` away and put their own in its place
     message = refusal(lambda: load_model_set(folder))
-    assert f"{shared} is writable by other users (mode 0777)" in message and f"chmod go-w {shared}" in message
+    assert f"{shared} is writable by other users (mode 0777)" in message and f"chmod -R go-w {shared}" in message
 
 
 @as_root
@@ -175,7 +188,7 @@ def test_the_auditors_shared_model_folder_attack_runs_no_code(tmp_path):
                         sys.executable, "-c", attack], check=True, timeout=60)
         assert os.stat(drop / "level1.joblib").st_mode & stat.S_IWOTH  # the neighbour really could write it
         message = refusal(lambda: ModelStore(str(drop)).load(""))
-        assert f"{drop} is writable by other users" in message and "chmod go-w" in message, message
+        assert f"{drop} is writable by other users" in message and "chmod -R go-w" in message, message
         assert not marker.exists(), "the neighbour's pickle ran"
 
 
@@ -252,3 +265,17 @@ def test_a_cache_below_a_folder_the_neighbour_owns_is_refused(s3, bucket, tmp_pa
     store = ModelStore(f"s3://{bucket}/models", client=s3, cache_dir=shared / "cache")
     message = refusal(lambda: store.get("pump"))
     assert f"{shared} is owned by uid {NEIGHBOUR}" in message and "SIGNALCRAFT_CACHE_DIR" in message, message
+
+
+def test_a_set_folder_that_is_a_link_loads_when_its_target_is_ours_alone(tmp_path):
+    """`pump -> pump-v3` (a release switched by a link) is listed and loaded; a link to a folder others
+    can write is refused like that folder itself."""
+    root = tmp_path / "models"
+    root.mkdir(mode=0o755)
+    private_copy(tmp_path / "releases" / "pump-v3")
+    (root / "pump").symlink_to(tmp_path / "releases" / "pump-v3")
+    store = ModelStore(root)
+    assert store.set_names() == ["pump"] and store.get("pump").name
+    os.chmod(tmp_path / "releases" / "pump-v3", 0o777)
+    message = refusal(lambda: ModelStore(root).get("pump"))
+    assert f"{tmp_path / 'releases' / 'pump-v3'} is writable by other users" in message, message

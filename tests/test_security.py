@@ -40,7 +40,7 @@ from signalcraft_core.models.manifest import sha256_bytes
 from signalcraft_core.models.model_store import DEFAULT_MODEL_ROOT
 from signalcraft_core.pipeline import runtime
 from signalcraft_core.pipeline.sinks import read_grades
-from tests.payloads import TouchOnLoad
+from tests.neighbours import TouchOnLoad, shared_group
 
 SECRET = "SENTINEL-secret-" + uuid.uuid4().hex  # what AWS_SECRET_ACCESS_KEY holds during these tests
 ACCESS_KEY = "AKIASENTINEL" + uuid.uuid4().hex[:8].upper()
@@ -322,6 +322,8 @@ def test_a_cache_folder_others_can_write_is_refused(sec, monkeypatch, mode):
     sec.publish("sets/default")
     sec.cache.mkdir()
     os.chmod(sec.cache, mode)
+    if mode & 0o020 and not mode & 0o002:
+        os.chown(sec.cache, -1, shared_group())   # group write matters when the group holds others
     rt = sec.cold_start(monkeypatch, f"s3://{sec.models}/sets/")
     with pytest.raises(ModelError) as info:
         rt.store.get("default")

@@ -158,3 +158,20 @@ def test_the_same_key_and_bytes_in_another_recordings_bucket_is_another_recordin
     assert again["records"] == 1 and again["already_graded"] == 0
     rows = read_grades(f"s3://{grades}/grades/", s3).to_pylist()
     assert sorted(r["bucket"] for r in rows) == sorted([recordings, other])
+
+
+def test_a_later_transient_error_of_graded_bytes_neither_hides_the_grade_nor_is_retried():
+    """The index applies `records.precedence` too: a grade of these bytes stands against a later error."""
+    from signalcraft_core.pipeline.sweep import final_records, transient_keys
+
+    at = dt.datetime(2024, 5, 8, tzinfo=dt.timezone.utc)
+
+    def row(etag, status, code, hours):
+        return {"bucket": "rec", "key": f"{PREFIX}k.wav", "etag": etag, "status": status, "error_code": code,
+                "model_version": "v1", "scored_at": at + dt.timedelta(hours=hours)}
+
+    graded_then_throttled = [row("e1", "ok", None, 0), row("e1", "error", "storage_error", 1)]
+    assert final_records(graded_then_throttled) == {("rec", f"{PREFIX}k.wav", "e1"): "v1"}
+    assert transient_keys(graded_then_throttled) == set()
+    new_bytes_failed = [*graded_then_throttled, row("e2", "error", "storage_error", 2)]   # an overwrite: retried
+    assert transient_keys(new_bytes_failed) == {f"{PREFIX}k.wav"}

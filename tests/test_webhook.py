@@ -270,6 +270,19 @@ def test_the_cli_refuses_a_token_file_others_can_read_or_swap(cli_home, tmp_path
     assert served == []
 
 
+def test_a_token_file_flag_beats_the_token_variable_the_minio_setup_exports(cli_home, tmp_path, monkeypatch):
+    """README's MinIO steps export SIGNALCRAFT_WEBHOOK_TOKEN for compose, then pass --auth-token-file."""
+    _, served = cli_home
+    path = tmp_path / "token"
+    path.write_text(TOKEN + "\n")
+    path.chmod(0o600)
+    monkeypatch.setenv("SIGNALCRAFT_WEBHOOK_TOKEN", "from-the-environment")
+    result = listener_cli("--auth-token-file", str(path))
+    assert result.exit_code == 0 and served == [TOKEN], result.output
+    monkeypatch.setenv("SIGNALCRAFT_WEBHOOK_TOKEN_FILE", str(path))   # and the other way round
+    assert listener_cli("--auth-token", "from-the-flag").exit_code == 0 and served[-1] == "from-the-flag"
+
+
 def test_the_cli_refuses_a_planted_default_token_file(cli_home, tmp_path):
     """A symlink or an open file where the token would go is refused, never followed or used."""
     home, served = cli_home

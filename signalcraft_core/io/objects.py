@@ -396,7 +396,7 @@ def delete_keys(client: "BaseClient", bucket: str, keys: Iterable[str], etags: d
     the delete is still deleted, and nothing after the delete can tell (an unversioned delete
     answers no ETag; the bytes are gone). So a key's name must pin its content: the grade sinks name
     a part file from its rows (`records.batch_object_name`), and such a rewrite only repeats rows
-    compaction already merged.
+    compaction already merged (compacted files are rewritten by compaction alone, which read them).
     """
     keys = list(dict.fromkeys(keys))
     if etags is not None:

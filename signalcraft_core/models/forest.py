@@ -1,7 +1,8 @@
 """Level-1 IsolationForest scored with numpy, so the scoring path never imports scikit-learn (1-3 s of a cold start).
 
 The artifact stays the fitted scikit-learn Pipeline (StandardScaler + IsolationForest) saved with joblib
-by training. `load_forest` reads that file with joblib's unpickler, but maps scikit-learn's classes to
+by training. `read_level1` (serving, from the verified bytes) and `load_forest` (training and tests)
+read it with joblib's unpickler, but map scikit-learn's classes to
 plain stand-ins that only hold their pickled state (nothing of scikit-learn is imported or run), then
 `CompiledForest` flattens the trees into one node table and walks it level by level for all clips
 and trees at once. The numbers are scikit-learn's: features compared as float32 against float64

@@ -15,9 +15,11 @@ its loader as those same bytes: nothing is reopened by path after the check.
 from __future__ import annotations
 
 import errno
+import grp
 import hashlib
 import json
 import os
+import pwd
 import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -46,7 +48,9 @@ def sha256_file(path: str | Path) -> str:
 
 #: Reads of model files never follow a symlink in the last component, and never block on a FIFO.
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
-_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | os.O_NOFOLLOW
+#: Folders are walked with O_PATH where there is one: fstat, fstatvfs and openat need only search
+#: permission then, as reading by path does (an execute-only 0711 home folder above the models).
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | os.O_NOFOLLOW | getattr(os, "O_PATH", 0)
 
 
 class NotARegularFile(OSError):
@@ -72,9 +76,31 @@ def trust_refusal(st: os.stat_result, *, folder: bool, ancestor: bool = False, r
         return None
     if st.st_uid not in (os.geteuid(), 0):
         return f"is owned by uid {st.st_uid}, not by this user (uid {os.geteuid()}) or root"
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not (ancestor and st.st_mode & stat.S_ISVTX):
+    if ancestor and st.st_mode & stat.S_ISVTX:
+        return None
+    if st.st_mode & stat.S_IWOTH or (st.st_mode & stat.S_IWGRP and not private_group(st.st_gid, st.st_uid)):
         return f"is writable by other users (mode {stat.S_IMODE(st.st_mode):04o})"
     return None
+
+
+def private_group(gid: int, owner_uid: int) -> bool:
+    """Whether group `gid` has exactly one member, the owner: group write then lets nobody else in.
+
+    A checkout or copy made under umask 002 (distributions with a private group per user) leaves the
+    packaged models group-writable by a group that holds only their owner; refusing those would turn
+    every grade into a model_error for no gain. The rule is Debian's OpenSSH StrictModes patch: the
+    owner is the group's one member, by primary group or by the member list (an empty group is not
+    private: setgid programs use those).
+    """
+    try:
+        group = grp.getgrgid(gid)
+        owner = pwd.getpwuid(owner_uid).pw_name
+    except KeyError:
+        return False
+    primary = [p.pw_uid for p in pwd.getpwall() if p.pw_gid == gid]
+    if any(uid != owner_uid for uid in primary) or any(name != owner for name in group.gr_mem):
+        return False
+    return bool(primary or group.gr_mem)
 
 
 def _on_read_only_mount(fd: int) -> bool:
@@ -92,7 +118,7 @@ class UntrustedModelPath(ModelError):
 def trust_remedy(path: Path, reason: str) -> str:
     """The command that makes `path` trustworthy again, for the refusal message."""
     if "writable by other users" in reason:
-        return f"run `chmod go-w {path}`, or copy the models to a folder only you can write"
+        return f"run `chmod -R go-w {path}`, or copy the models to a folder only you can write"
     if "owned by uid" in reason:
         return f"run `chown {os.geteuid()} {path}`, or copy the models to a folder only you can write"
     return "use a plain folder only you can write"
@@ -328,17 +354,6 @@ def read_artifacts(model_dir: str | Path, manifest: dict[str, Any], dir_fd: int)
             raise ModelError(f"{root}: artifact {name} ({art['path']}) cannot be read: {exc.strerror or exc}") from None
         verified[name] = verified_artifact(name, art, data, str(root))
     return verified
-
-
-def verify_artifacts(model_dir: str | Path, manifest: dict[str, Any]) -> dict[str, Path]:
-    """Paths of every artifact whose SHA-256 matches the manifest, for tools that report on a folder.
-
-    Never load from these paths: the file may change after the check. Loaders use `read_artifacts`.
-    """
-    root = Path(model_dir)
-    with trusted_model_folder(root) as fd:
-        read_artifacts(root, manifest, fd)
-    return {name: root / art["path"] for name, art in manifest["artifacts"].items()}
 
 
 def write_manifest(model_dir: str | Path, manifest: dict[str, Any]) -> Path:

@@ -126,6 +126,8 @@ def load_model_set(model_dir: str | Path, manifest: dict[str, Any] | None = None
             artifacts = read_artifacts(root, manifest, fd)
     except FileNotFoundError:
         raise ModelError(f"model folder {root} does not exist") from None
+    except OSError as exc:  # a folder on the way we may not search: a model_error record, not a crash
+        raise ModelError(f"cannot open model folder {root}: {exc.strerror or exc}") from None
     return model_set_from_bytes(root, manifest, artifacts)
 
 

@@ -187,7 +187,12 @@ class ModelStore:
     # -- loading -----------------------------------------------------------------------------
     def _load(self, name: str) -> tuple[ModelSet, str | None]:
         if not self.is_s3:
-            return load_model_set(self.root / name if name else self.root, trusted_root=self.root), None
+            folder = self.root / name if name else self.root
+            target = folder.resolve()
+            if name and target != self.root.resolve() / name:   # `pump -> pump-v3`: a set folder that is a link
+                os.close(open_trusted_dir(self.root))   # only we may have made the link: the root is ours alone
+                return load_model_set(target), None       # and the folder it names is held to the same rule
+            return load_model_set(folder, trusted_root=self.root), None
         return self._load_s3(name)
 
     def _s3(self):

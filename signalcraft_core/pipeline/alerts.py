@@ -299,13 +299,13 @@ def _append_private(path: Path, line: bytes) -> None:
 
     The file may sit in a shared folder (SIGNALCRAFT_ALERTS_FILE): a neighbour's symlink in its place
     would have us append sender-chosen text to a file of theirs choosing, so the open refuses links and
-    the open file must be a regular file this user owns.
+    the open file must be a regular file this user owns, with no other link to it.
     """
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o600)
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_nlink != 1:   # no hard link either
             raise OSError(f"{path} is not a regular file owned by this user; alert not appended")
         os.write(fd, line)
     finally:

@@ -209,15 +209,20 @@ class _Reservation:
         self._set(0)
 
 
+#: Refs whose time is the object's LastModified from the store's own listing, not an event sender's.
+LISTED_SOURCES = ("sweep", "map")
+
+
 def _unidentified(ref: ObjectRef) -> ObjectRef:
-    """The ref of an object not HEAD-ed (yet): the event's time is no LastModified, so none is kept.
+    """The ref of an object not HEAD-ed (yet): an event's time is no LastModified, so none is kept.
 
     Its record then has no event_time and is filed under the day it was scored (`partition_date`),
-    never under a day an event sender chose (an EventBridge `time`, the SAM sample's 1970). Its id
-    still uses the event's ETag / version id, so a later grade of the same bytes shares it and wins
-    (`records.precedence`).
+    never under a day an event sender chose (an EventBridge `time`, the SAM sample's 1970). A sweep or
+    Map ref keeps its time: ListObjectsV2 gave it, so its error record lands in the partition its
+    later grade will (one id, one partition). The id still uses the ref's ETag / version id, so a
+    later grade of the same bytes shares it and wins (`records.precedence`).
     """
-    return replace(ref, event_time=None)
+    return ref if ref.source in LISTED_SOURCES else replace(ref, event_time=None)
 
 
 def _identified(ref: ObjectRef, info: Any) -> ObjectRef:

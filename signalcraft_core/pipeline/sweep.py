@@ -138,25 +138,35 @@ def day_of(last_modified: dt.datetime | None) -> str | None:
     return last_modified.astimezone(dt.timezone.utc).date().isoformat() if last_modified else None
 
 
+def _standing(index_rows: Iterable[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """(bucket, key, etag) -> the row that stands for those bytes: a grade beats an error, then the latest.
+
+    The order of `records.precedence`, which every dedupe applies: a later error of bytes already
+    graded (a throttled HEAD during a backfill) neither hides the grade nor puts the key on the retry list.
+    """
+    standing: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for row in index_rows:
+        k = (row["bucket"], row["key"], row["etag"])
+        if k not in standing or (row["status"] == "ok", row["scored_at"]) >= (standing[k]["status"] == "ok",
+                                                                               standing[k]["scored_at"]):
+            standing[k] = row
+    return standing
+
+
 def final_records(index_rows: Iterable[dict[str, Any]]) -> dict[tuple[str, str, str], str]:
-    """(bucket, key, etag) -> model_version of the latest record, for records that need no retry.
+    """(bucket, key, etag) -> model_version of the standing record, for records that need no retry.
 
     The bucket belongs to the identity: recordings buckets may share one grades bucket, and the same
     key with the same bytes in two of them is two recordings.
     """
-    latest: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for row in index_rows:
-        k = (row["bucket"], row["key"], row["etag"])
-        if k not in latest or row["scored_at"] >= latest[k]["scored_at"]:
-            latest[k] = row
-    return {k: r["model_version"] for k, r in latest.items()
+    return {k: r["model_version"] for k, r in _standing(index_rows).items()
             if r["status"] == "ok" or r["error_code"] not in TRANSIENT_CODES}
 
 
 def transient_keys(index_rows: Iterable[dict[str, Any]]) -> set[str]:
-    """Keys whose latest record is a transient error (what the next sweep retries)."""
+    """Keys whose newest bytes' standing record is a transient error (what the next sweep retries)."""
     latest: dict[str, dict[str, Any]] = {}
-    for row in index_rows:
+    for row in _standing(index_rows).values():
         if row["key"] not in latest or row["scored_at"] >= latest[row["key"]]["scored_at"]:
             latest[row["key"]] = row
     return {k for k, r in latest.items() if r["status"] == "error" and r["error_code"] in TRANSIENT_CODES}

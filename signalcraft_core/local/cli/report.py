@@ -31,16 +31,16 @@ def _require_matplotlib() -> None:
 def _write(path: Path, data: bytes) -> None:
     """Write through a temporary name so a reader never sees half a file.
 
-    The temporary file is mkstemp's (a new, unpredictable name opened O_EXCL, 0600): a fixed name in
-    a folder others can write could be a symlink planted there, and the write would follow it.
+    The temporary file is mkstemp's (a new, unpredictable name opened O_EXCL): a fixed name in a
+    folder others can write could be a symlink planted there, and the write would follow it.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(name)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())   # the mode a plain write would give, set on the file we opened
         with os.fdopen(fd, "wb") as out:
             out.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

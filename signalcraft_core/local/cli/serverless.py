@@ -454,6 +454,24 @@ def _transient(exc: Exception) -> bool:
     return code in (ErrorCode.STORAGE_ERROR.value, ErrorCode.MODEL_ERROR.value)
 
 
+def _flag_beats_environment(token: str | None, token_file: str | None) -> tuple[str | None, str | None]:
+    """Of a token and a token file given at different levels, the command line's wins over the environment's.
+
+    The MinIO set-up exports SIGNALCRAFT_WEBHOOK_TOKEN for compose and setup.sh, then starts the
+    listener with --auth-token-file: that is one token given twice, not a conflict. Both on the same
+    level stays a mistake (`listener_token` refuses it).
+    """
+    if not (token and token_file):
+        return token, token_file
+    source = click.get_current_context().get_parameter_source
+    from_env = click.core.ParameterSource.ENVIRONMENT
+    if source("auth_token") == from_env and source("auth_token_file") != from_env:
+        return None, token_file
+    if source("auth_token_file") == from_env and source("auth_token") != from_env:
+        return token, None
+    return token, token_file
+
+
 @local.command("minio-listener")
 @click.option("--port", type=click.IntRange(1, 65535), default=8765, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -499,8 +517,9 @@ def minio_listener(port: int, host: str, auth_token_file: str | None, auth_token
     with handler_environment(_function_env(output_bucket, output_prefix, models, level), endpoint_url):
         with one_line_errors("minio-listener"):
             get_runtime()  # configuration errors now, not on the first notification
+        auth_token, auth_token_file = _flag_beats_environment(auth_token or None, auth_token_file or None)
         try:
-            token, made_in = listener_token(auth_token or None, auth_token_file or None)
+            token, made_in = listener_token(auth_token, auth_token_file)
             if made_in is not None:  # the path, never the token: this line may end up in a log
                 where = host if host.strip("[]") not in ("", "0.0.0.0", "::") else "THIS-HOST"
                 info(f"bearer token in {made_in} (only you can read it); configure MinIO with: mc admin config set "
