@@ -26,7 +26,7 @@ from signalcraft_core.io.events import ObjectRef
 from signalcraft_core.io.objects import delete_keys, list_keys
 from signalcraft_core.local.sample_events import generate_event
 from signalcraft_core.models.model_store import ModelStore
-from signalcraft_core.pipeline import grade, runtime
+from signalcraft_core.pipeline import grade, runtime, score
 from signalcraft_core.pipeline.records import (
     GradeRecord,
     batch_object_name,
@@ -221,15 +221,15 @@ def test_an_unexpected_failure_becomes_an_internal_error_record_of_that_input_al
     records = grade.grade_objects(_local_refs(paths), None, ModelStore(), Settings())
     assert [(r.status, r.error_code) for r in records] == [("ok", None), ("error", "internal_error"), ("ok", None)]
 
-    score_decoded = grade.score_decoded
+    score_audio = score.score_audio
 
-    def fragile_batch(model_set, items, preference=None):  # fails any batch holding the 1.3 s clip
-        if any(abs(getattr(a, "duration_s", 0) - 1.3) < 0.01 for a in items):
+    def fragile_batch(model_set, audios, preference=None):  # fails any batch holding the 1.3 s clip
+        if any(abs(a.duration_s - 1.3) < 0.01 for a in audios):
             raise RuntimeError("a bug in one clip")
-        return score_decoded(model_set, items, preference)
+        return score_audio(model_set, audios, preference)
 
     monkeypatch.setattr(grade, "to_record", to_record)
-    monkeypatch.setattr(grade, "score_decoded", fragile_batch)
+    monkeypatch.setattr(score, "score_audio", fragile_batch)
     records = grade.grade_objects(_local_refs(paths), None, ModelStore(), Settings())
     assert [(r.status, r.error_code) for r in records] == [("ok", None), ("error", "internal_error"), ("ok", None)]
 

@@ -109,9 +109,11 @@ def test_bytes_that_are_not_a_pickle_are_a_model_error_not_a_joblib_retry(tmp_pa
         load_model_set(folder)
 
 
-def test_a_pipeline_only_scikit_learn_can_score_still_loads_with_scikit_learn(tmp_path, caplog):
+def test_a_pipeline_only_scikit_learn_can_score_still_loads_with_scikit_learn(tmp_path, caplog, monkeypatch):
     """The one fallback kept: scikit-learn classes the numpy forest cannot score, loaded with the same allow-list."""
     pytest.importorskip("sklearn")
+    # logs.configure (run by any handler test before this one) may have raised the level and stopped propagation
+    monkeypatch.setattr(logging.getLogger("signalcraft_core"), "propagate", True)
     import io
 
     import joblib
@@ -126,7 +128,7 @@ def test_a_pipeline_only_scikit_learn_can_score_still_loads_with_scikit_learn(tm
     joblib.dump(pipeline, buffer, compress=3)
     folder = Path(shutil.copytree(PACKAGED_SET, tmp_path / "pump"))
     vouch_for(folder, buffer.getvalue())
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING, logger="signalcraft_core"):
         loaded = load_model_set(folder).level1_pipeline
     assert type(loaded).__module__.startswith("sklearn")
     assert np.array_equal(loaded.score_samples(x), pipeline.score_samples(x))

@@ -7,9 +7,10 @@ every hash *before* any artifact is deserialised: a joblib file is code, never l
 A hash only helps if nobody else can rewrite the manifest next to the artifact, and only if the
 bytes hashed are the bytes deserialised. So a model folder is opened from `/` one component at a
 time (never through a symlink), every folder and file must be owned by this user or root and not
-writable by group or other (an ancestor may be world-writable only when sticky, like /tmp:
-OpenSSH's StrictModes; a read-only mount is trusted as it is), and each artifact is read once into memory, hashed, and handed to
-its loader as those same bytes: nothing is reopened by path after the check.
+writable by others, nor by a group holding anyone but its owner (OpenSSH's StrictModes with
+Debian's private-group rule; an ancestor may be world-writable only when sticky, like /tmp; a
+read-only mount is trusted as it is), and each artifact is read once into memory, hashed, and
+handed to its loader as those same bytes: nothing is reopened by path after the check.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def sha256_file(path: str | Path) -> str:
 
 
 #: Reads of model files never follow a symlink in the last component, and never block on a FIFO.
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
 #: Folders are walked with O_PATH where there is one: fstat, fstatvfs and openat need only search
 #: permission then, as reading by path does (an execute-only 0711 home folder above the models).
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | os.O_NOFOLLOW | getattr(os, "O_PATH", 0)
@@ -230,7 +231,7 @@ def read_trusted_file(dir_fd: int, relpath: str, where: Path) -> bytes:
     parent = open_trusted_subdirs(dir_fd, subdirs, where)
     try:
         try:
-            fd = os.open(name, _READ_FLAGS, dir_fd=parent)
+            fd = os.open(name, READ_FLAGS, dir_fd=parent)
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.EMLINK):  # O_NOFOLLOW on a symlink (EMLINK on FreeBSD)
                 raise NotARegularFile(exc.errno, "is a symbolic link") from None

@@ -38,10 +38,12 @@ from signalcraft_core.io.keys import KNOWN_MACHINE_TYPES, KeyInfo, parse_key
 from signalcraft_core.logs import one_line
 from signalcraft_core.models.manifest import (
     MANIFEST_FILE,
+    READ_FLAGS,
     Refuse,
     open_trusted_dir,
     open_trusted_subdirs,
     parse_manifest,
+    sha256_bytes,
     verified_artifact,
 )
 from signalcraft_core.models.model_set import (
@@ -290,15 +292,14 @@ class ModelStore:
         dir_fd = open_trusted_subdirs(set_fd, subdirs, local, create=True, refuse=_cache_refusal(self.cache_dir))
         try:
             cached = _regular_file_bytes(dir_fd, filename)
-            if cached is not None and hashlib.sha256(cached).hexdigest() == art["sha256"]:
+            if cached is not None and sha256_bytes(cached) == art["sha256"]:
                 return cached
             key = self._s3_key(name, art["path"])
             try:
-                body = client.get_object(Bucket=self.bucket, Key=key)["Body"]
-                chunks = list(body.iter_chunks(1 << 20))
+                downloaded = client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
             except Exception as exc:  # noqa: BLE001 - refused, or a connection lost mid-download
                 raise ModelError(f"cannot download model artifact {art['path']} from {self.uri}: {_cause(exc)}") from None
-            data = verified_artifact(art_name, art, b"".join(chunks), f"s3://{self.bucket}/{key}")
+            data = verified_artifact(art_name, art, downloaded, f"s3://{self.bucket}/{key}")
             _write_file(dir_fd, filename, data)
             return data
         finally:
@@ -306,8 +307,6 @@ class ModelStore:
 
 
 # -- the private cache folder ---------------------------------------------------------------------
-
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK  # O_NONBLOCK: a planted FIFO cannot hang the open
 
 
 def _cache_refusal(cache: Path) -> Refuse:
@@ -346,7 +345,7 @@ def open_private_dir(path: str | Path) -> int:
 def _regular_file_bytes(dir_fd: int, name: str) -> bytes | None:
     """The bytes of a regular file in the folder; None when absent, a symlink, a FIFO or anything else."""
     try:
-        fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+        fd = os.open(name, READ_FLAGS, dir_fd=dir_fd)
     except OSError:
         return None
     with os.fdopen(fd, "rb") as handle:

@@ -328,16 +328,6 @@ def grade_with_scores(refs: Sequence[ObjectRef], client: Any, store: ModelStore,
             failure = ClipScore.failure(ErrorCode.INTERNAL_ERROR, f"cannot record this input: {type(exc).__name__}")
             records[i] = (to_record(ref, failure, None, info, scored_at, machine_type), failure)
 
-    def graded(model_set: Any, members: list[tuple[int, ObjectRef, Any, Any]]) -> list[ClipScore]:
-        """Scores of a group; if the batch fails unexpectedly, each clip alone, so only the culprit fails."""
-        try:
-            return score_decoded(model_set, [m[2] for m in members], config.preference)
-        except Exception:  # noqa: BLE001 - a bug on one clip must not cost the group's other records
-            if len(members) == 1:
-                log.exception("scoring failed", extra={"key": members[0][1].key})
-                return [ClipScore.failure(ErrorCode.INTERNAL_ERROR, "scoring failed")]
-            return [graded(model_set, [m])[0] for m in members]
-
     def score(batch: list[tuple[int, tuple[ObjectRef, Any, Any]]]) -> None:
         groups: dict[int, tuple[Any, list[tuple[int, ObjectRef, Any, Any]]]] = {}
         for i, (ref, payload, _ticket) in batch:
@@ -351,7 +341,8 @@ def grade_with_scores(refs: Sequence[ObjectRef], client: Any, store: ModelStore,
                 continue
             groups.setdefault(id(model_set), (model_set, []))[1].append((i, ref, payload, info))
         for model_set, members in groups.values():
-            for (i, ref, _payload, info), result in zip(members, graded(model_set, members)):
+            results = score_decoded(model_set, [m[2] for m in members], config.preference)
+            for (i, ref, _payload, info), result in zip(members, results):
                 record(i, ref, result, model_set, info)
 
     outstanding = len(refs)

@@ -362,15 +362,16 @@ def schema_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
-def precedence(record: GradeRecord) -> tuple[bool, datetime]:
+def precedence(status: str | None, scored_at: datetime) -> tuple[bool, datetime]:
     """Which of two rows of one record_id stands: the higher value (a grade beats an error, then later scored_at).
 
     The same id means the same bytes, so a grade of them stays true: a later error row of the id
     (a not_found from a redelivered event after the object was deleted, a model_error during a
     backfill, ...) says something about that attempt, not the recording, and must never hide the
-    grade. `dedupe_table` applies the same order to tables.
+    grade. Given fields, not a record: the sweep's index rows are dicts. `dedupe_table` applies the
+    same order to tables.
     """
-    return record.status == "ok", record.scored_at
+    return status == "ok", scored_at
 
 
 def dedupe_table(table: pa.Table) -> pa.Table:

@@ -210,7 +210,11 @@ def score_payloads(
 def score_decoded(
     model_set: ModelSet, items: Sequence[Audio | SignalcraftError], preference: str | None = None
 ) -> list[ClipScore]:
-    """Grade decoded recordings (long ones window by window); an item that is an error passes through as one."""
+    """Grade decoded recordings (long ones window by window); an item that is an error passes through as one.
+
+    If the batch fails unexpectedly, each recording is graded alone, so only the one that triggers
+    the bug gets an internal_error record (the one place this isolation lives: every caller has it).
+    """
     results: list[ClipScore | None] = [None] * len(items)
     decoded: list[tuple[int, Audio]] = []
     for i, item in enumerate(items):
@@ -222,9 +226,23 @@ def score_decoded(
             results[i] = failure
         else:
             decoded.append((i, item))
-    for i, score in _score_recordings(model_set, decoded, preference):
+    try:
+        scored = list(_score_recordings(model_set, decoded, preference))
+    except Exception:  # noqa: BLE001 - a bug one clip triggers must not cost the others: each alone
+        scored = [_score_alone(model_set, item, preference) for item in decoded]
+    for i, score in scored:
         results[i] = score
     return [r if r is not None else ClipScore.failure(ErrorCode.INTERNAL_ERROR, "no result for this clip") for r in results]
+
+
+def _score_alone(model_set: ModelSet, item: tuple[int, Audio], preference: str | None) -> tuple[int, ClipScore]:
+    """One recording graded by itself, after its batch failed: its grade, or its internal-error record."""
+    i, audio = item
+    try:
+        return next(_score_recordings(model_set, [item], preference))
+    except Exception as exc:  # noqa: BLE001 - this clip is the culprit: a record says so
+        log.exception("scoring failed")
+        return i, ClipScore.failure(ErrorCode.INTERNAL_ERROR, f"scoring failed: {type(exc).__name__}: {exc}", audio)
 
 
 def _score_recordings(model_set: ModelSet, decoded: list[tuple[int, Audio]],
@@ -255,18 +273,9 @@ def _score_recordings(model_set: ModelSet, decoded: list[tuple[int, Audio]],
 
 
 def _score_groups(model_set: ModelSet, decoded: list[tuple[int, Audio]], preference: str | None):
-    """Batch clips of equal length together (one STFT each group); isolate failures per clip."""
+    """Batch clips of equal length together (one STFT each group); a failure is `score_decoded`'s to isolate."""
     groups: dict[int, list[tuple[int, Audio]]] = {}
     for item in decoded:
         groups.setdefault(item[1].samples.shape[0], []).append(item)
     for group in groups.values():
-        try:
-            scores = score_audio(model_set, [a for _, a in group], preference)
-            yield from zip((i for i, _ in group), scores)
-        except Exception:  # noqa: BLE001 - fall back to one by one, then an internal-error record
-            for i, audio in group:
-                try:
-                    yield i, score_audio(model_set, [audio], preference)[0]
-                except Exception as exc:
-                    log.exception("scoring failed")
-                    yield i, ClipScore.failure(ErrorCode.INTERNAL_ERROR, f"scoring failed: {type(exc).__name__}: {exc}", audio)
+        yield from zip((i for i, _ in group), score_audio(model_set, [a for _, a in group], preference))

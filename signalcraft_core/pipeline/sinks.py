@@ -87,7 +87,7 @@ def _latest_per_id(records: Sequence[GradeRecord]) -> list[GradeRecord]:
     latest: dict[str, GradeRecord] = {}
     for r in records:
         kept = latest.get(r.record_id)
-        if kept is None or precedence(r) >= precedence(kept):
+        if kept is None or precedence(r.status, r.scored_at) >= precedence(kept.status, kept.scored_at):
             latest[r.record_id] = r
     return [latest[k] for k in sorted(latest)]
 

@@ -34,6 +34,7 @@ from signalcraft_core.config import SWEEP_MODES
 from signalcraft_core.errors import ErrorCode, StorageError
 from signalcraft_core.io.objects import get_bytes, put_bytes
 from signalcraft_core.pipeline.grade import TRANSIENT_CODES
+from signalcraft_core.pipeline.records import precedence
 
 #: A retry list longer than this keeps the newest entries (a store failing for weeks is an alarm, not a list):
 #: the list is kept in the order the failures were first seen (next_retry), so its tail is the newest.
@@ -141,14 +142,14 @@ def day_of(last_modified: dt.datetime | None) -> str | None:
 def _standing(index_rows: Iterable[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
     """(bucket, key, etag) -> the row that stands for those bytes: a grade beats an error, then the latest.
 
-    The order of `records.precedence`, which every dedupe applies: a later error of bytes already
+    By `records.precedence`, the order every dedupe applies: a later error of bytes already
     graded (a throttled HEAD during a backfill) neither hides the grade nor puts the key on the retry list.
     """
     standing: dict[tuple[str, str, str], dict[str, Any]] = {}
     for row in index_rows:
         k = (row["bucket"], row["key"], row["etag"])
-        if k not in standing or (row["status"] == "ok", row["scored_at"]) >= (standing[k]["status"] == "ok",
-                                                                               standing[k]["scored_at"]):
+        kept = standing.get(k)
+        if kept is None or precedence(row["status"], row["scored_at"]) >= precedence(kept["status"], kept["scored_at"]):
             standing[k] = row
     return standing
 
