@@ -267,7 +267,7 @@ def test_a_cache_below_a_folder_the_neighbour_owns_is_refused(s3, bucket, tmp_pa
     assert f"{shared} is owned by uid {NEIGHBOUR}" in message and "SIGNALCRAFT_CACHE_DIR" in message, message
 
 
-def test_a_set_folder_that_is_a_link_loads_when_its_target_is_ours_alone(tmp_path):
+def test_a_set_folder_that_is_a_link_loads_when_its_target_is_ours_alone(tmp_path, monkeypatch):
     """`pump -> pump-v3` (a release switched by a link) is listed and loaded; a link to a folder others
     can write is refused like that folder itself."""
     root = tmp_path / "models"
@@ -276,6 +276,8 @@ def test_a_set_folder_that_is_a_link_loads_when_its_target_is_ours_alone(tmp_pat
     (root / "pump").symlink_to(tmp_path / "releases" / "pump-v3")
     store = ModelStore(root)
     assert store.set_names() == ["pump"] and store.get("pump").name
+    monkeypatch.chdir(tmp_path)   # a root given relative, as `--models models` is
+    assert ModelStore("models").get("pump").name == store.get("pump").name
     os.chmod(tmp_path / "releases" / "pump-v3", 0o777)
     message = refusal(lambda: ModelStore(root).get("pump"))
     assert f"{tmp_path / 'releases' / 'pump-v3'} is writable by other users" in message, message

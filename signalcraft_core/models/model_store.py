@@ -192,7 +192,7 @@ class ModelStore:
             folder = self.root / name if name else self.root
             target = folder.resolve()
             if name and target != self.root.resolve() / name:   # `pump -> pump-v3`: a set folder that is a link
-                os.close(open_trusted_dir(self.root))   # only we may have made the link: the root is ours alone
+                os.close(open_trusted_dir(self.root.resolve()))   # only we may have made the link: the root is ours
                 return load_model_set(target), None       # and the folder it names is held to the same rule
             return load_model_set(folder, trusted_root=self.root), None
         return self._load_s3(name)
