@@ -42,13 +42,12 @@ def main() -> None:
     args = parser.parse_args()
 
     from signalcraft_core.local.invoke import FUNCTIONS, load_handler
-    from signalcraft_core.local.s3server import local_credentials_env, start_s3_server
+    from signalcraft_core.local.s3server import start_s3_server
     from signalcraft_core.io.objects import s3_client
     from signalcraft_core.pipeline import runtime
 
-    for k, v in local_credentials_env().items():
-        os.environ.setdefault(k, v)
     server = start_s3_server()
+    os.environ.update(server.credentials_env())
     os.environ.update({"AWS_ENDPOINT_URL": server.endpoint_url, "OUTPUT_PREFIX": "grades/", "LOG_LEVEL": "CRITICAL",
                        "SWEEP_OVERLAP_HOURS": "0", "POWERTOOLS_METRICS_DISABLED": "true"})
     s3 = s3_client(server.endpoint_url)

@@ -144,14 +144,11 @@ class LoopbackS3:
     """The project's embedded S3 server (moto, real HTTP on 127.0.0.1) with the two bench buckets."""
 
     def __init__(self) -> None:
-        from signalcraft_core.local.s3server import (
-            local_credentials_env,
-            start_s3_server,
-        )
+        from signalcraft_core.local.s3server import start_s3_server
 
-        self.credentials = local_credentials_env()
-        os.environ.update(self.credentials)
         self.server = start_s3_server()
+        self.credentials = self.server.credentials_env()
+        os.environ.update(self.credentials)
         self.endpoint_url = self.server.endpoint_url
         self.client = self._client()
         for bucket in (RECORDINGS, GRADES):

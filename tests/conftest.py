@@ -32,18 +32,11 @@ def legacy_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def s3_server():
-    """One embedded S3-compatible server for the session, with dummy credentials (real ones are kept)."""
-    import os
+    """One embedded S3-compatible server for the session; its own key is in os.environ while it runs."""
+    from signalcraft_core.local.s3server import start_s3_server
 
-    from signalcraft_core.local.s3server import local_credentials_env, start_s3_server
-
-    for name, value in local_credentials_env().items():
-        os.environ.setdefault(name, value)
-    server = start_s3_server(host="127.0.0.1", port=0)
-    try:
+    with start_s3_server(host="127.0.0.1", port=0) as server, server.environment():
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -214,9 +215,14 @@ def test_region(world):
     assert bad.exit_code != 0 and "not a region!" in bad.output and "Traceback" not in bad.output
 
 
-def test_profile(world, monkeypatch):
+def test_profile(world, s3_server, monkeypatch):
+    """The profile's key is the one used: the shell's key is refused by the server, the profile's accepted."""
+    key_id, secret = "AKIAPARITY" + uuid.uuid4().hex[:10].upper(), "parity-" + uuid.uuid4().hex
+    s3_server.accept(key_id, secret)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIASHELLKEYREFUSED0")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "refused")
     credentials = world["folder"] / "credentials"
-    credentials.write_text("[parity]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    credentials.write_text(f"[parity]\naws_access_key_id = {key_id}\naws_secret_access_key = {secret}\n")
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(world["folder"] / "no-config"))
     grades = f"--parameter-overrides=GradesBucketName={world['grades']}"

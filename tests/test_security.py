@@ -127,6 +127,7 @@ def sec(s3_server, make_bucket, monkeypatch, tmp_path):
     s3 = s3_client(endpoint_url=s3_server.endpoint_url)
     recordings, grades, models = make_bucket(), make_bucket(), make_bucket()
     with FaultProxy(s3_server.endpoint_url) as proxy:
+        s3_server.accept(ACCESS_KEY, SECRET)
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
         # A new endpoint means a new client built with these credentials.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -21,7 +22,6 @@ from signalcraft_core.io.objects import (
 )
 from signalcraft_core.local.s3server import (
     S3Server,
-    local_credentials_env,
     start_s3_server,
 )
 from signalcraft_core.pipeline.records import (
@@ -73,15 +73,116 @@ def test_s3_client_is_cached_per_endpoint_and_uses_path_style(s3_server):
 
 
 def test_second_server_starts_on_its_own_port_and_stops(s3_server):
-    env = local_credentials_env()
-    assert env["AWS_DEFAULT_REGION"] == "us-east-1" and env["AWS_ACCESS_KEY_ID"]
     with start_s3_server() as other:
         assert isinstance(other, S3Server) and other.endpoint_url != s3_server.endpoint_url
+        assert other.access_key_id != s3_server.access_key_id
+        assert other.credentials_env()["AWS_DEFAULT_REGION"] == "us-east-1"
         client = s3_client(endpoint_url=other.endpoint_url, max_attempts=1, connect_timeout=1)
         client.create_bucket(Bucket="second-server")
         assert "second-server" in [b["Name"] for b in client.list_buckets()["Buckets"]]
     with pytest.raises(Exception):
         client.list_buckets()  # stopped: nothing answers any more
+
+
+# --------------------------------------------------------------------------- the embedded server's neighbours
+
+
+def _client_with(server: S3Server, key_id: str, secret: str):
+    import boto3
+    from botocore.config import Config
+
+    return boto3.session.Session().client(
+        "s3", endpoint_url=server.endpoint_url, aws_access_key_id=key_id, aws_secret_access_key=secret,
+        region_name="us-east-1", config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+
+
+@pytest.mark.parametrize("key_id, secret", [
+    ("signalcraft-local", "signalcraft-local-secret"),   # the fixed dummy key every server accepted before
+    ("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+    (None, "a guess"),                                      # the server's own key id with a wrong secret
+])
+def test_a_neighbour_without_the_servers_key_can_neither_read_nor_write(s3_server, s3, bucket, key_id, secret):
+    from botocore.exceptions import ClientError
+
+    s3.put_object(Bucket=bucket, Key="site/pump/a.wav", Body=b"recording")
+    neighbour = _client_with(s3_server, key_id or s3_server.access_key_id, secret)
+    attempts = [
+        lambda: neighbour.list_objects_v2(Bucket=bucket),
+        lambda: neighbour.get_object(Bucket=bucket, Key="site/pump/a.wav"),
+        lambda: neighbour.put_object(Bucket=bucket, Key="site/pump/planted.wav", Body=b"planted"),
+        lambda: neighbour.delete_object(Bucket=bucket, Key="site/pump/a.wav"),
+        lambda: neighbour.list_buckets(),
+    ]
+    for attempt in attempts:
+        with pytest.raises(ClientError) as refused:
+            attempt()
+        assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["site/pump/a.wav"]
+
+
+def test_unsigned_requests_and_the_moto_control_api_are_refused(s3_server, s3, bucket):
+    import urllib.error
+    import urllib.request
+
+    s3.put_object(Bucket=bucket, Key="a.wav", Body=b"recording")
+    requests = [("GET", f"/{bucket}/a.wav", None), ("PUT", f"/{bucket}/planted.wav", b"x"),
+                ("GET", "/moto-api/data.json", None), ("POST", "/moto-api/reset", b""),
+                ("POST", "/moto-api/reset-auth", b"1000"), ("GET", "/moto-api/", None)]
+    for method, path, body in requests:
+        request = urllib.request.Request(s3_server.endpoint_url + path, data=body, method=method)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=5)
+        assert refused.value.code == 403, (method, path)
+    # The control API stays shut even to a request signed with the server's own key.
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    signed = AWSRequest(method="POST", url=s3_server.endpoint_url + "/moto-api/reset-auth", data=b"1000")
+    SigV4Auth(Credentials(s3_server.access_key_id, s3_server.secret_access_key), "s3", "us-east-1").add_auth(signed)
+    request = urllib.request.Request(signed.url, data=b"1000", method="POST", headers=dict(signed.headers))
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    assert refused.value.code == 403
+    # Nothing was reset, the checks are still on, and nothing was planted.
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["a.wav"]
+    with pytest.raises(Exception):
+        _client_with(s3_server, "signalcraft-local", "signalcraft-local-secret").list_buckets()
+
+
+def test_other_services_are_refused_even_with_the_servers_key(s3_server):
+    """moto serves IAM on the same port; the key may sign S3 requests only, so it cannot mint keys."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    iam = boto3.session.Session().client("iam", endpoint_url=s3_server.endpoint_url, region_name="us-east-1",
+                                         aws_access_key_id=s3_server.access_key_id,
+                                         aws_secret_access_key=s3_server.secret_access_key)
+    with pytest.raises(ClientError) as refused:
+        iam.create_user(UserName="neighbour")
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+
+def test_presigned_urls_are_refused_and_accepted_keys_work(s3_server, s3, bucket):
+    import urllib.error
+    import urllib.request
+
+    import boto3
+    from botocore.config import Config
+
+    s3.put_object(Bucket=bucket, Key="a.wav", Body=b"recording")
+    signer = boto3.session.Session().client("s3", endpoint_url=s3_server.endpoint_url, region_name="us-east-1",
+                                            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))
+    url = signer.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "a.wav"}, ExpiresIn=60)
+    with pytest.raises(urllib.error.HTTPError) as refused:   # moto cannot check a presigned URL with IAM on
+        urllib.request.urlopen(url, timeout=5)
+    assert refused.value.code == 403
+    key_id = "AKIATEST" + uuid.uuid4().hex[:12].upper()
+    s3_server.accept(key_id, "accepted-secret")
+    assert _client_with(s3_server, key_id, "accepted-secret").get_object(Bucket=bucket, Key="a.wav")["Body"].read() \
+        == b"recording"
+    with pytest.raises(ValueError):
+        s3_server.accept("not-an-akia-key", "x")
 
 
 # --------------------------------------------------------------------------- objects

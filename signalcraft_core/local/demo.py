@@ -8,8 +8,8 @@ sweep, then reads the Parquet grade records back and prints the fleet table.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import os
 import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -83,7 +83,19 @@ def fleet_table(table) -> list[str]:
 
 def run_demo(endpoint_url: str | None = None, clips: int = 3, seed: int = 7, models: str | None = None,
              quiet: bool = False, verbose: bool = False) -> dict[str, Any]:
+    """Run the demo against `endpoint_url`, or against an embedded server started (and stopped) for it."""
+    with contextlib.ExitStack() as stack:
+        if not endpoint_url:
+            from signalcraft_core.local.s3server import start_s3_server
 
+            server = stack.enter_context(start_s3_server())
+            stack.enter_context(server.environment())   # its own key: the only one it accepts
+            endpoint_url = server.endpoint_url
+            info(f"started the embedded S3 server at {endpoint_url}", quiet)
+        return _run(endpoint_url, clips, seed, models, quiet, verbose)
+
+
+def _run(endpoint_url: str, clips: int, seed: int, models: str | None, quiet: bool, verbose: bool) -> dict[str, Any]:
     from signalcraft_core.local.invoke import (
         FUNCTIONS,
         LocalContext,
@@ -97,61 +109,45 @@ def run_demo(endpoint_url: str | None = None, clips: int = 3, seed: int = 7, mod
     from signalcraft_core.local.sample_events import generate_event
     from signalcraft_core.pipeline.sinks import read_grades
 
-    server = None
-    if not endpoint_url:
-        from signalcraft_core.local.s3server import (
-            local_credentials_env,
-            start_s3_server,
-        )
-
-        for k, v in local_credentials_env().items():
-            os.environ.setdefault(k, v)
-        server = start_s3_server()
-        endpoint_url = server.endpoint_url
-        info(f"started the embedded S3 server at {endpoint_url}", quiet)
-    try:
-        client = s3_client(endpoint_url)
-        for bucket in (RECORDINGS, GRADES):
-            _ensure_bucket(client, bucket)
-        env = {"OUTPUT_BUCKET": GRADES, "OUTPUT_PREFIX": "grades/", "MODEL_URI": models or str(DEMO_MODELS),
-               "LOG_LEVEL": "INFO" if verbose else "WARNING"}
-        today = dt.datetime.now(dt.timezone.utc).date().isoformat()
-        with tempfile.TemporaryDirectory() as tmp, handler_environment(env, endpoint_url):
-            uploaded = upload_fleet(client, Path(tmp), clips, seed)
-            info(f"uploaded {len(uploaded)} recordings to s3://{RECORDINGS}/{SITE}/", quiet)
-            progress = Progress(quiet)
-            notified = uploaded[:-MISSED_EVENTS]  # the last few never get an event: the nightly sweep finds them
-            for n, (key, _label) in enumerate(notified):
-                progress("events", n + 1, len(notified))
-                head = client.head_object(Bucket=RECORDINGS, Key=key)
-                event = generate_event(EVENT_KINDS[n % len(EVENT_KINDS)], RECORDINGS, key, size=head["ContentLength"],
-                                       etag=clean_etag(head["ETag"]), date=today)
-                score_upload(event, LocalContext("ScoreUploadFunction"))
-                if n == 0:
-                    redelivered = event
-            progress.close()
-            for _ in range(2):
-                score_upload(redelivered, LocalContext("ScoreUploadFunction"))
-            info(f"upload handler: {len(notified)} events ({', '.join(EVENT_KINDS)}), one redelivered twice; "
-                 f"{MISSED_EVENTS} uploads sent no event", quiet)
-            sweep = fleet_sweep({"bucket": RECORDINGS, "prefix": f"{SITE}/"}, LocalContext("FleetSweepFunction"))
-            info(f"nightly sweep (incremental): {sweep['records']} new records, {sweep['already_graded']} already "
-                 f"graded, {sweep['parquet_files']} Parquet files, "
-                 f"compacted {sweep['compaction']['files_in']} files into {len(sweep['compaction']['written'])}", quiet)
-        table = read_grades(f"s3://{GRADES}/grades/", client)
-        click.echo("\n".join(fleet_table(table)))
-        labels = dict(uploaded)
-        rows = table.to_pylist()
-        flagged = sum(1 for r in rows if labels.get(r["key"]) == "abnormal" and r["grade"] in ("WARNING", "CRITICAL"))
-        false_alarms = sum(1 for r in rows if labels.get(r["key"]) == "normal" and r["grade"] != "NORMAL")
-        n_abnormal = sum(1 for v in labels.values() if v == "abnormal")
-        n_normal = sum(1 for v in labels.values() if v == "normal")
-        errors = Counter(r["error_code"] for r in rows if r["status"] == "error")
-        click.echo(f"\n{len(rows)} records for {len(uploaded)} recordings in s3://{GRADES}/grades/ "
-                   f"(one per recording after redelivery and the sweep)")
-        click.echo(f"abnormal clips flagged: {flagged}/{n_abnormal}; normal clips flagged: {false_alarms}/{n_normal}; "
-                   f"error records: {dict(errors)}")
-        return {"records": len(rows), "recordings": len(uploaded), "flagged": flagged, "false_alarms": false_alarms, "errors": dict(errors)}
-    finally:
-        if server is not None:
-            server.stop()
+    client = s3_client(endpoint_url)
+    for bucket in (RECORDINGS, GRADES):
+        _ensure_bucket(client, bucket)
+    env = {"OUTPUT_BUCKET": GRADES, "OUTPUT_PREFIX": "grades/", "MODEL_URI": models or str(DEMO_MODELS),
+           "LOG_LEVEL": "INFO" if verbose else "WARNING"}
+    today = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    with tempfile.TemporaryDirectory() as tmp, handler_environment(env, endpoint_url):
+        uploaded = upload_fleet(client, Path(tmp), clips, seed)
+        info(f"uploaded {len(uploaded)} recordings to s3://{RECORDINGS}/{SITE}/", quiet)
+        progress = Progress(quiet)
+        notified = uploaded[:-MISSED_EVENTS]  # the last few never get an event: the nightly sweep finds them
+        for n, (key, _label) in enumerate(notified):
+            progress("events", n + 1, len(notified))
+            head = client.head_object(Bucket=RECORDINGS, Key=key)
+            event = generate_event(EVENT_KINDS[n % len(EVENT_KINDS)], RECORDINGS, key, size=head["ContentLength"],
+                                   etag=clean_etag(head["ETag"]), date=today)
+            score_upload(event, LocalContext("ScoreUploadFunction"))
+            if n == 0:
+                redelivered = event
+        progress.close()
+        for _ in range(2):
+            score_upload(redelivered, LocalContext("ScoreUploadFunction"))
+        info(f"upload handler: {len(notified)} events ({', '.join(EVENT_KINDS)}), one redelivered twice; "
+             f"{MISSED_EVENTS} uploads sent no event", quiet)
+        sweep = fleet_sweep({"bucket": RECORDINGS, "prefix": f"{SITE}/"}, LocalContext("FleetSweepFunction"))
+        info(f"nightly sweep (incremental): {sweep['records']} new records, {sweep['already_graded']} already "
+             f"graded, {sweep['parquet_files']} Parquet files, "
+             f"compacted {sweep['compaction']['files_in']} files into {len(sweep['compaction']['written'])}", quiet)
+    table = read_grades(f"s3://{GRADES}/grades/", client)
+    click.echo("\n".join(fleet_table(table)))
+    labels = dict(uploaded)
+    rows = table.to_pylist()
+    flagged = sum(1 for r in rows if labels.get(r["key"]) == "abnormal" and r["grade"] in ("WARNING", "CRITICAL"))
+    false_alarms = sum(1 for r in rows if labels.get(r["key"]) == "normal" and r["grade"] != "NORMAL")
+    n_abnormal = sum(1 for v in labels.values() if v == "abnormal")
+    n_normal = sum(1 for v in labels.values() if v == "normal")
+    errors = Counter(r["error_code"] for r in rows if r["status"] == "error")
+    click.echo(f"\n{len(rows)} records for {len(uploaded)} recordings in s3://{GRADES}/grades/ "
+               f"(one per recording after redelivery and the sweep)")
+    click.echo(f"abnormal clips flagged: {flagged}/{n_abnormal}; normal clips flagged: {false_alarms}/{n_normal}; "
+               f"error records: {dict(errors)}")
+    return {"records": len(rows), "recordings": len(uploaded), "flagged": flagged, "false_alarms": false_alarms, "errors": dict(errors)}
