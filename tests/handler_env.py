@@ -38,13 +38,19 @@ class CallLog:
     def __init__(self, client) -> None:
         self.client = client
         self.operations: list[str] = []
+        self.buckets: list[str | None] = []   # the Bucket parameter of each operation, in step with `operations`
 
-    def __call__(self, model, **_) -> None:
+    def __call__(self, model, params=None, **_) -> None:   # provide-client-params: the API call's own parameters
         self.operations.append(model.name)
+        self.buckets.append((params or {}).get("Bucket"))
+
+    def count(self, operation: str, bucket: str) -> int:
+        """How many `operation` calls went to `bucket`."""
+        return sum(1 for op, b in zip(self.operations, self.buckets) if op == operation and b == bucket)
 
     def __enter__(self) -> "CallLog":
-        self.client.meta.events.register("before-call.s3", self)
+        self.client.meta.events.register("provide-client-params.s3", self)
         return self
 
     def __exit__(self, *exc) -> None:
-        self.client.meta.events.unregister("before-call.s3", self)
+        self.client.meta.events.unregister("provide-client-params.s3", self)

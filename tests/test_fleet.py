@@ -53,6 +53,60 @@ def test_versioned_bucket_identical_bytes_twice_are_two_recordings_with_stable_i
     assert read_grades(f"s3://{grades}/grades/", s3).num_rows == 2
 
 
+def test_the_sweep_reads_each_listed_recording_with_one_get_and_no_head(fleet):
+    """The listing already gave size, ETag and LastModified: a HEAD per recording would only repeat them."""
+    s3, recordings, grades = fleet
+    keys = [f"site-a/pump/id_00/{n:08d}.wav" for n in range(5)]
+    for n, key in enumerate(keys):
+        s3.put_object(Bucket=recordings, Key=key, Body=clip(n))
+    runtime.reset()
+    with CallLog(runtime.get_runtime().client) as log:
+        result = fleet_sweep.handler({"bucket": recordings, "prefix": "site-a/"})
+    assert result["records"] == 5
+    assert log.count("GetObject", recordings) == 5 and log.count("HeadObject", recordings) == 0
+    rows = read_grades(f"s3://{grades}/grades/", s3).to_pylist()
+    etags = {key: s3.head_object(Bucket=recordings, Key=key)["ETag"].strip('"') for key in keys}
+    assert {r["key"]: r["etag"] for r in rows} == etags   # the identity still comes from the store
+
+
+def test_in_a_versioned_bucket_the_sweeps_get_gives_the_version_its_event_later_shares(fleet):
+    s3, recordings, grades = fleet
+    s3.put_bucket_versioning(Bucket=recordings, VersioningConfiguration={"Status": "Enabled"})
+    key = "site-a/pump/id_00/00000001.wav"
+    data = clip(1)
+    version = s3.put_object(Bucket=recordings, Key=key, Body=data)["VersionId"]
+    fleet_sweep.handler({"bucket": recordings, "prefix": "site-a/"})   # listed: no HEAD, the GET names the version
+    event = generate_event("s3-put", recordings, key, size=len(data), etag="x")
+    event["Records"][0]["s3"]["object"]["versionId"] = version
+    score_upload.handler(event)   # the late event of the same version
+    rows = read_grades(f"s3://{grades}/grades/", s3, dedupe=False).to_pylist()
+    assert [r["version_id"] for r in rows] == [version, version][:len(rows)]
+    assert {r["record_id"] for r in rows} == {record_id(recordings, key, version)}
+
+
+def test_a_listed_recording_replaced_or_gone_before_its_get_is_identified_by_a_head(fleet):
+    """Stale listing: other bytes are graded under their own ETag; a deleted object's error is not_found."""
+    from signalcraft_core.io.events import ObjectRef
+    from signalcraft_core.pipeline.grade import grade_objects
+
+    s3, recordings, _ = fleet
+    old, new = clip(1, seconds=2.0), clip(2, seconds=3.0)
+    listed = []
+    for key in ("site-a/pump/id_00/replaced.wav", "site-a/pump/id_00/gone.wav"):
+        etag = s3.put_object(Bucket=recordings, Key=key, Body=old)["ETag"].strip('"')
+        listed.append(ObjectRef(bucket=recordings, key=key, etag=etag, size=len(old), source="sweep",
+                                event_time="2026-12-01T00:00:00+00:00"))
+    new_etag = s3.put_object(Bucket=recordings, Key=listed[0].key, Body=new)["ETag"].strip('"')
+    s3.delete_object(Bucket=recordings, Key=listed[1].key)
+    rt = runtime.get_runtime()
+    with CallLog(rt.client) as log:
+        replaced, gone = grade_objects(listed, rt.client, rt.store, rt.config)
+    assert replaced.status == "ok" and replaced.etag == new_etag and replaced.size_bytes == len(new)
+    assert replaced.duration_s == pytest.approx(3.0, abs=0.01)
+    assert gone.status == "error" and gone.error_code == "not_found"
+    assert log.count("HeadObject", recordings) == 2   # each went through the HEAD path once its GET failed
+
+
 def test_four_nights_of_uploads_keep_one_row_per_recording_and_grade_only_whats_new(fleet, monkeypatch):
     s3, recordings, grades = fleet
     monkeypatch.setenv("SWEEP_OVERLAP_HOURS", "0")  # nights here are seconds apart: no overlap window

@@ -84,39 +84,71 @@ def _fetch(client: Any, ref: ObjectRef, config: Settings,
     then confirms them for the bytes actually graded. So an upload event, the sweep, a Map batch
     and a retry of the same object version all make the same record id, error or grade alike.
 
+    A ref from the store's own listing (the sweep, a Map batch) already has the size, ETag and
+    LastModified a HEAD would give, so it goes straight to the GET, whose response carries the
+    identity (and the version id) of the bytes graded: one request per recording instead of two,
+    the largest cost of a sweep after the grading itself. Should that GET fail, or find other bytes
+    than were listed (overwritten since), the recording takes the HEAD path above, so every error
+    record is identified exactly as before.
+
     The body is decoded while it arrives (never held whole): before the GET, the decoded output's
     upper bound for this size is reserved from `budget`, cut to the exact size once the header is
     read. Returns the ref, the Audio (or the error) and the reservation still held for it.
     """
-    from signalcraft_core.io.objects import fetch_stream, head
+    from signalcraft_core.io.objects import head
 
     if ref.source == "file":
         return _read_file(ref, config, budget)
-    ticket: _Reservation | None = None
-    ref = _unidentified(ref)  # until the HEAD answers
+    ref = _unidentified(ref)  # until the HEAD (or a listed ref's GET) answers
+    if ref.source in LISTED_SOURCES and ref.size is not None and ref.etag:
+        try:
+            return _download(client, ref, ref.size, config, budget, listed=True)
+        except Exception:  # noqa: BLE001 - failed, or other bytes: the HEAD path identifies and reports it
+            pass
     try:
         info = head(client, ref.bucket, ref.key, ref.version_id)
         ref = _identified(ref, info)
-        audio_cfg = audio_config(config)
-        ticket = budget.acquire(max_decoded_bytes(min(info.size, config.max_bytes), audio_cfg))
-
-        def decode(read: Any, size: int) -> Audio | SignalcraftError:
-            try:
-                return decode_stream(read, size, audio_cfg, ticket.exact)
-            except AudioError as exc:  # the recording's fault: a final record, the stream is closed
-                return exc
-
-        audio, got = fetch_stream(client, ref.bucket, ref.key, decode, max_bytes=config.max_bytes,
-                                  known_size=info.size, version_id=ref.version_id)
-        if not isinstance(audio, Audio):
-            ticket.release()
-        return _identified(ref, got), audio, ticket
+        return _download(client, ref, info.size, config, budget, listed=False)
     except SignalcraftError as exc:
-        return ref, exc, ticket and ticket.release()
+        return ref, exc, None
     except Exception as exc:  # noqa: BLE001 - an unexpected client failure is still one record
         log.exception("download failed", extra={"bucket": ref.bucket, "key": ref.key})
-        return ref, StorageError(ErrorCode.STORAGE_ERROR, f"download failed: {type(exc).__name__}"), \
-            ticket and ticket.release()
+        return ref, StorageError(ErrorCode.STORAGE_ERROR, f"download failed: {type(exc).__name__}"), None
+
+
+class _ListedChanged(Exception):
+    """The GET of a listed ref found a size other than the listing's: the object was replaced since."""
+
+
+def _download(client: Any, ref: ObjectRef, size: int, config: Settings, budget: "_DecodeBudget", *,
+              listed: bool) -> tuple[ObjectRef, Audio | SignalcraftError, "_Reservation | None"]:
+    """GET and decode `size` bytes as one stream, its decoded bound reserved first; raises on storage failure.
+
+    For a `listed` ref the GET must find the listed size: the reservation was made for it, and other
+    bytes need their own identity (_ListedChanged sends them through a HEAD).
+    """
+    from signalcraft_core.io.objects import fetch_stream
+
+    audio_cfg = audio_config(config)
+    ticket = budget.acquire(max_decoded_bytes(min(size, config.max_bytes), audio_cfg))
+
+    def decode(read: Any, length: int) -> Audio | SignalcraftError:
+        if listed and length != size:
+            raise _ListedChanged
+        try:
+            return decode_stream(read, length, audio_cfg, ticket.exact)
+        except AudioError as exc:  # the recording's fault: a final record, the stream is closed
+            return exc
+
+    try:
+        audio, got = fetch_stream(client, ref.bucket, ref.key, decode, max_bytes=config.max_bytes,
+                                  known_size=size, version_id=ref.version_id)
+    except BaseException:
+        ticket.release()
+        raise
+    if not isinstance(audio, Audio):
+        ticket.release()
+    return _identified(ref, got), audio, ticket
 
 
 def _read_file(ref: ObjectRef, config: Settings,
