@@ -84,6 +84,36 @@ def test_second_server_starts_on_its_own_port_and_stops(s3_server):
         client.list_buckets()  # stopped: nothing answers any more
 
 
+@pytest.mark.parametrize("value", [
+    "Thu, 03 Dec 2026 17:39:19 GMT", "2026-12-03T17:39:19.000Z", "2026-12-03T17:39:19Z",
+    "2026-12-03T17:39:19.123456+02:00", "2026-12-03T17:39:19", "1796317390", 1796317390,
+])
+def test_the_fast_timestamp_parser_agrees_with_botocores(value):
+    from botocore.utils import parse_timestamp
+
+    from signalcraft_core.io.objects import _parse_timestamp
+
+    assert _parse_timestamp(value) == parse_timestamp(value)
+    assert (_parse_timestamp(value).tzinfo is None) == (parse_timestamp(value).tzinfo is None)
+
+
+def test_times_from_head_get_and_listing_are_botocores(s3_server, s3, bucket):
+    import boto3
+    from botocore.config import Config
+
+    s3.put_object(Bucket=bucket, Key="a.wav", Body=b"recording")
+    plain = boto3.session.Session().client("s3", endpoint_url=s3_server.endpoint_url,
+                                           config=Config(s3={"addressing_style": "path"}))
+    for client in (s3, plain):
+        assert client.head_object(Bucket=bucket, Key="a.wav")["LastModified"].utcoffset().total_seconds() == 0
+    assert s3.head_object(Bucket=bucket, Key="a.wav")["LastModified"] == \
+        plain.head_object(Bucket=bucket, Key="a.wav")["LastModified"]
+    assert s3.get_object(Bucket=bucket, Key="a.wav")["LastModified"] == \
+        plain.get_object(Bucket=bucket, Key="a.wav")["LastModified"]
+    assert s3.list_objects_v2(Bucket=bucket)["Contents"][0]["LastModified"] == \
+        plain.list_objects_v2(Bucket=bucket)["Contents"][0]["LastModified"]
+
+
 # --------------------------------------------------------------------------- the embedded server's neighbours
 
 
