@@ -181,7 +181,7 @@ def test_unsigned_requests_and_the_moto_control_api_are_refused(s3_server, s3, b
 
 
 def test_other_services_are_refused_even_with_the_servers_key(s3_server):
-    """moto serves IAM on the same port; the key may sign S3 requests only, so it cannot mint keys."""
+    """moto serves IAM on the same port; the key signs only the services the tool uses, so it cannot mint keys."""
     import boto3
     from botocore.exceptions import ClientError
 

@@ -1,11 +1,13 @@
 """An embedded S3-compatible server (moto) so the demo and the tests run the real boto3 path with no cloud.
 
 It listens on 127.0.0.1, where every local user can connect, so it assumes a hostile neighbour: each
-server makes its own random access key, and every request must be an S3 request signed with a key
-the server issued (moto's IAM request checks, switched on for the whole process before the first
-request). moto's own control API (``/moto-api/``: reset the state, switch the checks off, dump the
-data) and its other services are refused before moto sees the request, so a neighbour can neither
-read the recordings and grades, nor plant objects to be graded, nor wipe the keys.
+server makes its own random access key, and every request must be signed with a key the server
+issued (moto's IAM request checks, switched on for the whole process before the first request), for
+one of the services the tool talks to (`SERVICES`: S3, and the alerts' EventBridge and SNS, with
+SQS for their subscribers). moto's own control API (``/moto-api/``: reset the state, switch the
+checks off, dump the data) and its other services (IAM and STS, which mint keys) are refused before
+moto sees the request, so a neighbour can neither read the recordings and grades, nor plant objects
+to be graded, nor wipe the keys.
 
 moto is an optional extra (`signalcraft-scoring[server]`), imported only when a server is started.
 """
@@ -30,11 +32,12 @@ from typing import Any
 _INSTALL_HINT = "the embedded S3 server needs moto: pip install 'signalcraft-scoring[server]'"
 REGION = "us-east-1"
 _REFUSAL = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
-            b"<Message>the embedded S3 server answers S3 requests signed with its own key only</Message></Error>")
+            b"<Message>the embedded S3 server answers requests signed with its own key only</Message></Error>")
 _HIDDEN = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 _KEY_ALPHABET = string.ascii_uppercase + string.digits
-_ALLOW_S3 = json.dumps({"Version": "2012-10-17",
-                        "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]})
+SERVICES = ("s3", "events", "sns", "sqs")
+_ALLOW = json.dumps({"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": [f"{service}:*" for service in SERVICES], "Resource": "*"}]})
 # The service named in a SigV4 Authorization header's credential scope, "Credential=KEY/DATE/REGION/SERVICE/
 # aws4_request". Presigned URLs are refused: moto cannot check a query-string signature with its IAM checks on.
 _SCOPE_SERVICE = re.compile(r"^AWS4-HMAC-SHA256 Credential=[^/,\s]+/\d{8}/[^/,\s]*/([a-z0-9-]+)/aws4_request,")
@@ -100,7 +103,7 @@ def _new_key() -> tuple[str, str]:
 
 
 def _issue_key(access_key_id: str, secret_access_key: str) -> None:
-    """Register the pair in moto's in-process IAM, as the key of a user of its own allowed every S3 action.
+    """Register the pair in moto's in-process IAM, as the key of a user of its own allowed every SERVICES action.
 
     Done in this process, not over HTTP, so there is no moment in which unsigned requests are accepted.
     """
@@ -112,26 +115,27 @@ def _issue_key(access_key_id: str, secret_access_key: str) -> None:
     iam = iam_backends[DEFAULT_ACCOUNT_ID]["aws"]
     user = "signalcraft-local-" + secrets.token_hex(6)
     iam.create_user(region_name=REGION, user_name=user)
-    iam.put_user_policy(user, "s3", _ALLOW_S3)
+    iam.put_user_policy(user, "signalcraft-local", _ALLOW)
     key = iam.create_access_key(user)
     key.access_key_id, key.secret_access_key = access_key_id, secret_access_key
 
 
-def _signed_for_s3(environ: dict[str, Any]) -> bool:
-    """True for a request signed in its header with a SigV4 scope naming S3 (moto then checks the signature)."""
+def _signed_for_a_service(environ: dict[str, Any]) -> bool:
+    """True for a request signed in its header with a SigV4 scope naming one of SERVICES (moto checks the signature)."""
     found = _SCOPE_SERVICE.match(environ.get("HTTP_AUTHORIZATION", ""))
-    return found is not None and found.group(1) == "s3" and "X-Amz-Credential" not in environ.get("QUERY_STRING", "")
+    return found is not None and found.group(1) in SERVICES and \
+        "X-Amz-Credential" not in environ.get("QUERY_STRING", "")
 
 
-def s3_only(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
-    """WSGI guard in front of moto: refuses its control API and anything but a signed S3 request."""
-    def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("PATH_INFO", "").startswith("/moto-api") or not _signed_for_s3(environ):
+def guarded(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+    """WSGI guard in front of moto: refuses its control API and anything but a signed request for SERVICES."""
+    def guard(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO", "").startswith("/moto-api") or not _signed_for_a_service(environ):
             body = _REFUSAL
             start_response("403 Forbidden", [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))])
             return [body]
         return app(environ, start_response)
-    return guarded
+    return guard
 
 
 def _wait_until_answering(endpoint_url: str, timeout_s: float) -> None:
@@ -171,7 +175,7 @@ def start_s3_server(host: str = "127.0.0.1", port: int = 0, timeout_s: float = 1
     settings.INITIAL_NO_AUTH_ACTION_COUNT = 0   # from the first request on, signatures are checked
     key_id, secret = _new_key()
     _issue_key(key_id, secret)
-    app = s3_only(DomainDispatcherApplication(create_backend_app))
+    app = guarded(DomainDispatcherApplication(create_backend_app))
     server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
     thread = threading.Thread(target=server.serve_forever, name="signalcraft-s3", daemon=True)
     thread.start()
