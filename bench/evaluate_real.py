@@ -77,9 +77,10 @@ def model_for(store: Any, machine_type: str) -> tuple[str, Any]:
 def level_scores(model_set: Any, signals: list[np.ndarray]) -> dict[str, np.ndarray]:
     """level1 / level2 / hybrid (= the graded score) through the serving decision."""
     from signalcraft_core.dsp.inputs import featurise
-    from signalcraft_core.models.decision import decide
+    from signalcraft_core.models.decision import decide, rule_measurements
 
-    d = decide(model_set, featurise(signals, model_set.profile, SAMPLE_RATE), "hybrid")
+    d = decide(model_set, featurise(signals, model_set.profile, SAMPLE_RATE, measurements=rule_measurements(model_set)),
+               "hybrid")
     return {"level1": d.level1, "level2": d.level2, "hybrid": d.final}
 
 

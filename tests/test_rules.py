@@ -11,7 +11,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from signalcraft_core.dsp.signal_stats import BANDS_HZ, SignalStats, signal_stats
+from signalcraft_core.dsp.signal_stats import (
+    BANDS_HZ,
+    FIRST_BAND_BIN,
+    MEASUREMENT_VERSIONS,
+    MEASUREMENTS_V1,
+    MEASUREMENTS_V2,
+    SignalStats,
+    signal_stats,
+)
 from signalcraft_core.errors import AudioError, ErrorCode, ModelError
 from signalcraft_core.models.rules import RULE_NAMES, RuleHit, RuleSet
 
@@ -134,9 +142,12 @@ def test_band_energy_fires_on_added_5khz_hiss(rules: RuleSet, base: np.ndarray) 
     assert "4000-8000 Hz" in hit.message and "above" in hit.message
 
 
-def test_bearing_peaks_fires_on_impulse_train(rules: RuleSet, base: np.ndarray) -> None:
+@pytest.mark.parametrize("measurements", MEASUREMENT_VERSIONS)
+def test_bearing_peaks_fires_on_impulse_train(base: np.ndarray, measurements: int) -> None:
     rate = 97.0
-    s = signal_stats(base + impacts(base.size, rate, 0.02), SR)
+    rng = np.random.default_rng(0)
+    rules = RuleSet().fit([signal_stats(normal_clip(rng), SR, measurements) for _ in range(20)])
+    s = signal_stats(base + impacts(base.size, rate, 0.02), SR, measurements)
     hit = by_rule(rules.evaluate(s), "bearing_peaks")
     assert hit.score >= 50
     harmonic = s.envelope_peak_hz / rate
@@ -343,6 +354,84 @@ def test_stats_measure_what_they_claim() -> None:
     assert abs(s.dc_offset) < 1e-6
     assert s.band_share_db[2] == pytest.approx(0.0, abs=0.01)
     assert max(s.band_share_db[:2] + s.band_share_db[3:]) < -40
+
+
+def _stft_reference_shares(x: np.ndarray) -> list[float]:
+    """v2's band shares by their definition, one frame at a time in float64: centred Hann frames of 2048,
+    hop 512, zero padding of 1024; |rfft|**2 summed over the frames that hold no padding; bins from
+    FIRST_BAND_BIN, a bin in [lo, hi) (the last band's top included)."""
+    padded = np.pad(np.asarray(x, np.float64), 1024)
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(2048) / 2048)
+    inner = range(2, (x.size - 1024) // 512 + 1)   # the frames wholly inside the clip
+    power = sum(np.abs(np.fft.rfft(padded[t * 512:t * 512 + 2048] * window)) ** 2 for t in inner)
+    freqs = np.arange(power.size) * SR / 2048
+    total = power[FIRST_BAND_BIN:].sum()
+    shares = []
+    for i, (lo, hi) in enumerate(BANDS_HZ):
+        inside = (freqs >= lo) & ((freqs <= hi) if i == len(BANDS_HZ) - 1 else (freqs < hi))
+        inside[:FIRST_BAND_BIN] = False
+        shares.append(10 * math.log10(power[inside].sum() / total))
+    return shares
+
+
+def _band_limited_noise(rng: np.random.Generator, lo: float, hi: float, n: int) -> np.ndarray:
+    """Noise with its spectrum exactly zero outside [lo, hi] Hz (on the clip's own FFT grid)."""
+    spectrum = np.fft.rfft(rng.normal(size=n))
+    freqs = np.fft.rfftfreq(n, 1 / SR)
+    spectrum[(freqs < lo) | (freqs > hi)] = 0
+    y = np.fft.irfft(spectrum, n)
+    return 0.05 * y / np.std(y)
+
+
+def test_v2_band_shares_are_the_stft_definition() -> None:
+    rng = np.random.default_rng(21)
+    t = np.arange(2 * SR) / SR
+    for x in (rng.normal(0, 0.05, 2 * SR), normal_clip(rng), 0.3 * np.sin(2 * np.pi * 997 * t) + 0.2,
+              _band_limited_noise(rng, 300, 3000, 2 * SR) + rng.normal(0, 1e-3, 2 * SR)):
+        got = signal_stats(x.astype(np.float32), SR, MEASUREMENTS_V2).band_share_db
+        want = _stft_reference_shares(x.astype(np.float32))
+        assert got == pytest.approx(want, abs=1e-4)
+
+
+@pytest.mark.parametrize("band", range(len(BANDS_HZ)))
+def test_v2_band_limited_noise_lands_in_its_band(band: int) -> None:
+    """Noise inside one band (clear of its edges by the Hann frames' main lobe) puts its energy there;
+    a DC offset 4x the noise moves no share (it lands in the frames' bins 0 and 1, below the lowest band)."""
+    lo, hi = BANDS_HZ[band]
+    guard = 4 * SR / 2048   # the main lobe spans two bins each side
+    x = _band_limited_noise(np.random.default_rng(band), lo + guard + (20 if lo == 0 else 0), hi - guard, 3 * SR)
+    for offset in (0.0, 0.2):
+        shares = signal_stats((x + offset).astype(np.float32), SR, MEASUREMENTS_V2).band_share_db
+        assert shares[band] == pytest.approx(0.0, abs=0.01)
+        assert max(shares[:band] + shares[band + 1:]) < -30
+
+
+def test_v2_measures_level_peak_crest_clipping_and_dc_as_v1() -> None:
+    rng = np.random.default_rng(40)
+    for x in (normal_clip(rng), np.clip(rng.normal(0.05, 0.5, 2 * SR), -1, 1), np.full(SR, 0.3) + rng.normal(0, 1e-6, SR)):
+        one, two = (signal_stats(x.astype(np.float32), SR, m) for m in (MEASUREMENTS_V1, MEASUREMENTS_V2))
+        assert (two.rms_dbfs, two.peak, two.crest_db, two.clip_fraction, two.dc_offset) == \
+            (one.rms_dbfs, one.peak, one.crest_db, one.clip_fraction, one.dc_offset)
+
+
+def test_rule_ranges_judge_only_their_own_recipe(base: np.ndarray) -> None:
+    """Ranges learned from one recipe refuse the other's numbers; a rule document without a version is v1."""
+    clips = [normal_clip(np.random.default_rng(30 + i)) for i in range(4)]
+    v1 = [signal_stats(x, SR, MEASUREMENTS_V1) for x in clips]
+    v2 = [signal_stats(x, SR, MEASUREMENTS_V2) for x in clips]
+    fitted = RuleSet().fit(v2)
+    assert fitted.measurements_ == MEASUREMENTS_V2 and fitted.to_dict()["state"]["measurements"] == MEASUREMENTS_V2
+    fitted.evaluate(v2[0])
+    with pytest.raises(ModelError, match="v2 measurements"):
+        fitted.evaluate(v1[0])
+    with pytest.raises(ValueError, match="one recipe"):
+        RuleSet().fit(v1 + v2)
+    doc = RuleSet().fit(v1).to_dict()
+    del doc["state"]["measurements"]
+    older = RuleSet.from_dict(doc)
+    assert older.measurements_ == MEASUREMENTS_V1 and older.evaluate(v1[0]) == RuleSet().fit(v1).evaluate(v1[0])
+    with pytest.raises(ModelError):
+        RuleSet.from_dict({**doc, "state": {**doc["state"], "measurements": 3}})
 
 
 def test_bad_input_raises_typed_errors() -> None:

@@ -276,3 +276,42 @@ def test_long_recording_is_its_worst_window(setup):
     # a recording up to 1.5 windows is graded whole, exactly as score_audio grades it
     short = encode_wav(normal[:48000], 16000)
     assert score_payloads(two, [short])[0] == score_audio(two, [_audio(short)])[0]
+
+
+def test_a_set_whose_rules_predate_v2_statistics_is_measured_with_v1(setup, tmp_path, monkeypatch):
+    """A manifest whose rule state records no measurement version (every set written before v2) keeps v1:
+    serving measures its clips with v1, its grades are the v1 decision's, and its version is its own."""
+    import json
+    import shutil
+
+    import signalcraft_core.pipeline.score as score_mod
+    from signalcraft_core.dsp.inputs import featurise
+    from signalcraft_core.dsp.signal_stats import MEASUREMENTS_V1, MEASUREMENTS_V2
+    from signalcraft_core.errors import ModelError
+    from signalcraft_core.io.audio import decode_wav
+    from signalcraft_core.models.decision import decide
+    from signalcraft_core.models.manifest import MANIFEST_FILE, write_manifest
+
+    model_set, normal, abnormal = setup
+    assert model_set.rules.measurements_ == MEASUREMENTS_V2   # training measures v2 and records it
+    old = tmp_path / "before-v2"
+    shutil.copytree(model_set.root, old)
+    manifest = json.loads((old / MANIFEST_FILE).read_text())
+    for entry in [manifest["level1"], *manifest.get("short_clips", ())]:
+        if entry.get("rules"):
+            del entry["rules"]["state"]["measurements"]
+    write_manifest(old, manifest)
+    older = load_model_set(old)
+    assert older.rules.measurements_ == MEASUREMENTS_V1 and older.version != model_set.version
+
+    asked = []
+    real = score_mod.featurise
+    monkeypatch.setattr(score_mod, "featurise", lambda *a, **k: asked.append(k["measurements"]) or real(*a, **k))
+    files = normal + abnormal
+    results = score_payloads(older, [f.read_bytes() for f in files])
+    assert asked == [MEASUREMENTS_V1] and all(r.status == "ok" for r in results)
+    signals = [decode_wav(f.read_bytes()).samples for f in files]
+    v1 = decide(older, featurise(signals, older.profile, measurements=MEASUREMENTS_V1))
+    assert [r.score for r in results] == [round(float(v), 3) for v in v1.final]
+    with pytest.raises(ModelError, match="v1 measurements"):
+        decide(older, featurise(signals, older.profile, measurements=MEASUREMENTS_V2))

@@ -1,7 +1,7 @@
 """The torch-free, scikit-learn-free and scipy-free scoring paths give the libraries' numbers.
 
 forest.py scores the Level-1 pipeline with numpy, level2_numpy.py runs the exported autoencoder
-with numpy, signal_stats.py computes the envelope spectrum with numpy's FFT: each is checked here
+with numpy, signal_stats.py computes the v1 envelope spectrum with numpy's FFT: each is checked here
 against the library it replaces (the engines fall back to theirs for anything they do not know),
 and a fresh process that grades a clip imports none of torch, scikit-learn or scipy.
 """
@@ -21,6 +21,9 @@ from signalcraft_core.dsp.signal_stats import (
     ENVELOPE_BAND_HZ,
     ENVELOPE_SEARCH_HZ,
     FLOOR_DB,
+    MEASUREMENT_VERSIONS,
+    MEASUREMENTS_V1,
+    MEASUREMENTS_V2,
     signal_stats,
     signal_stats_batch,
 )
@@ -190,18 +193,60 @@ def test_envelope_spectrum_matches_scipy_signal(sample_rate: int, seconds: float
     rng = np.random.default_rng(sample_rate + int(seconds * 10))
     n = max(1, int(seconds * sample_rate))
     for x in (rng.normal(0, 0.1, n), _impacts(n, sample_rate, 37.0, rng), np.zeros(n)):
-        stats = signal_stats(x.astype(np.float32), sample_rate)
+        stats = signal_stats(x.astype(np.float32), sample_rate, MEASUREMENTS_V1)
         db, hz = _scipy_envelope_peak(x.astype(np.float32).astype(np.float64), sample_rate)
         assert stats.envelope_peak_hz == hz
         assert stats.envelope_peak_db == pytest.approx(db, abs=0.01)
 
 
-def test_batched_signal_stats_equal_one_by_one() -> None:
+def _reference_v2_envelope_peak(x: np.ndarray, sample_rate: int) -> tuple[float, float]:
+    """v2's envelope line written plainly: np.convolve with the 13-tap high-pass, |y|, block means, scipy's welch."""
+    from scipy.signal import welch
+
+    average = max(3, 2 * round((7 * sample_rate / 16000 - 1) / 2) + 1)
+    block = max(1, round(8 * sample_rate / 16000))
+    y = x
+    if ENVELOPE_BAND_HZ[0] < 0.95 * sample_rate / 2:
+        high_pass = -np.ones(average) / average
+        high_pass[average // 2] += 1.0
+        y = np.convolve(np.convolve(x, high_pass, "valid"), high_pass, "valid")
+    count = y.size // block
+    if count < 1:
+        return 0.0, 0.0
+    envelope = np.abs(y[:count * block]).reshape(count, block).mean(axis=1)
+    rate = sample_rate / block
+    freqs, psd = welch(envelope, fs=rate, window="hann", nperseg=min(count, int(rate)), detrend="linear")
+    sel = (freqs >= ENVELOPE_SEARCH_HZ[0]) & (freqs <= ENVELOPE_SEARCH_HZ[1])
+    if np.count_nonzero(sel) < 3:
+        return 0.0, 0.0
+    band, band_f = psd[sel], freqs[sel]
+    i = int(np.argmax(band))
+    if band[i] <= 0:
+        return 0.0, 0.0
+    median = max(float(np.median(band)), float(band[i]) * 10.0 ** (FLOOR_DB / 10.0))
+    return 10.0 * math.log10(float(band[i]) / median), float(band_f[i])
+
+
+@pytest.mark.parametrize("sample_rate", [8000, 16000, 22050, 44100, 48000])
+@pytest.mark.parametrize("seconds", [0.005, 0.4, 1.0, 3.3])
+def test_v2_envelope_line_matches_its_plain_definition(sample_rate: int, seconds: float) -> None:
+    """The shifted-add high-pass, float32 envelope and numpy Welch against convolve + scipy.signal.welch in float64."""
+    rng = np.random.default_rng(sample_rate + int(seconds * 10) + 1)
+    n = max(1, int(seconds * sample_rate))
+    for x in (rng.normal(0, 0.1, n), _impacts(n, sample_rate, 37.0, rng), np.zeros(n)):
+        stats = signal_stats(x.astype(np.float32), sample_rate, MEASUREMENTS_V2)
+        db, hz = _reference_v2_envelope_peak(x.astype(np.float32).astype(np.float64), sample_rate)
+        assert stats.envelope_peak_hz == pytest.approx(hz, abs=1e-9)
+        assert stats.envelope_peak_db == pytest.approx(db, abs=0.01)
+
+
+@pytest.mark.parametrize("measurements", MEASUREMENT_VERSIONS)
+def test_batched_signal_stats_equal_one_by_one(measurements: int) -> None:
     rng = np.random.default_rng(11)
     clips = [rng.normal(0, 0.05, 16000).astype(np.float32), _impacts(16000, 16000, 50.0, rng).astype(np.float32),
              rng.normal(0, 0.2, 8000).astype(np.float32), np.clip(rng.normal(0, 0.8, 16000), -1, 1).astype(np.float32)]
-    batched = signal_stats_batch(clips, 16000)
-    single = [signal_stats(c, 16000) for c in clips]
+    batched = signal_stats_batch(clips, 16000, measurements)
+    single = [signal_stats(c, 16000, measurements) for c in clips]
     for b, s in zip(batched, single):
         assert b.band_share_db == pytest.approx(s.band_share_db, abs=1e-9)
         assert b.envelope_peak_db == pytest.approx(s.envelope_peak_db, abs=1e-9)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from signalcraft_core.dsp.inputs import ClipInputs
+from signalcraft_core.dsp.signal_stats import CURRENT_MEASUREMENTS
 from signalcraft_core.errors import ModelError
 from signalcraft_core.models.calibration import HybridCalibration, decades_of_score
 from signalcraft_core.models.clip_length import (
@@ -87,6 +88,16 @@ def levels_used(model_set: Any, preference: str | None) -> tuple[bool, bool]:
     use_level2 = model_set.has_level2 and (preference != "level1" or not model_set.has_level1)
     use_level1 = model_set.has_level1 and (preference != "level2" or not model_set.has_level2)
     return use_level1, use_level2
+
+
+def rule_measurements(model_set: Any) -> int:
+    """The measurement recipe the set's rules judge (dsp/signal_stats.py): what its clips must be measured with.
+
+    A rule set records the recipe it learned its ranges from (v1 when written before v2); a set
+    without rules takes the current one (nothing judges its statistics).
+    """
+    rules = getattr(model_set, "rules", None)
+    return CURRENT_MEASUREMENTS if rules is None else rules.measurements_
 
 
 def level1_scores(forest_scores: np.ndarray | None, hits: Sequence[Sequence[RuleHit]]) -> np.ndarray:

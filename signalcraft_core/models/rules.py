@@ -25,12 +25,14 @@ Rules (stable names):
   highest / below the lowest normal level by >= ``level_margin_db`` (6 dB) -> 50; by
   ``level_critical_db`` (12 dB) -> 80.
 - ``band_energy``: the share of the clip's energy in a frequency band (10*log10(E_band/E_total), bands
-  0-250, 250-1000, 1000-2000, 2000-4000, 4000-8000 Hz, DC removed) leaves the normal range of that
+  0-250, 250-1000, 1000-2000, 2000-4000, 4000-8000 Hz, DC removed; in v2 measurements the lowest band,
+  and the total, start at 15.6 Hz, above the DC offset's leakage into the STFT's lowest bins) leaves the normal range of that
   share by >= ``band_margin_db`` (6 dB) -> 50; by ``band_critical_db`` (12 dB) -> 80. Shares are
   independent of loudness, so this catches a changed sound (new hiss, whine, lost harmonic) at
   the same level. One hit for the worst band; the message counts the other bands out of range.
-- ``bearing_peaks``: the strongest line of the envelope spectrum (|Hilbert| of the 2-8 kHz band, or
-  2 kHz high-pass at 16 kHz; Welch spectrum with 1 Hz resolution between 5 and 500 Hz) stands above
+- ``bearing_peaks``: the strongest line of the envelope spectrum (v1: |Hilbert| of the 2-8 kHz band, or
+  2 kHz high-pass at 16 kHz; v2: |y| of a 2 kHz FIR high-pass, averaged down to a 2 kHz envelope; Welch
+  spectrum with 1 Hz resolution between 5 and 500 Hz) stands above
   the median of that spectrum by >= ``envelope_margin_db`` (6 dB) more than the highest normal clip
   -> 50; by ``envelope_critical_db`` (12 dB) -> 80. Repeating impacts (bearing defects, loose parts)
   modulate high-frequency noise at their repetition rate and show up as such a line; the message
@@ -39,6 +41,14 @@ Rules (stable names):
   ``dc_warning``. Fixed threshold, not learned: a DC offset is a sensor or converter fault.
 
 `evaluate` returns the hits sorted by score, highest first (ties in the order above).
+
+Measurement versions. The band shares and the envelope line have two recipes (dsp/signal_stats.py):
+v1, from the clip's own full-length FFT, and v2, from the descriptors' STFT (the lowest band then
+starts at 15.6 Hz, above the frames' DC leakage) and a time-domain envelope. Their numbers differ, so
+a rule set learns its ranges from one recipe, records it (`measurements_`, the state's
+``measurements``; a document without it is v1, as every set written before v2), and judges only
+clips measured the same way: scoring measures each set's clips with its recipe (`featurise(...,
+measurements=...)`), and `evaluate` refuses the other's numbers.
 """
 
 from __future__ import annotations
@@ -50,7 +60,13 @@ from typing import Any
 
 import numpy as np
 
-from signalcraft_core.dsp.signal_stats import BANDS_HZ, DC_CRITICAL_FACTOR, SignalStats
+from signalcraft_core.dsp.signal_stats import (
+    BANDS_HZ,
+    DC_CRITICAL_FACTOR,
+    MEASUREMENT_VERSIONS,
+    MEASUREMENTS_V1,
+    SignalStats,
+)
 from signalcraft_core.errors import ModelError
 
 RULE_NAMES: tuple[str, ...] = (
@@ -149,6 +165,7 @@ class RuleSet:
         self.band_max_ = tuple(float(v) for v in bands.max(axis=0))
         self.envelope_max_ = float(max(s.envelope_peak_db for s in stats))
         self.n_clips_ = len(stats)
+        self.measurements_ = _one_recipe(stats)
         return self
 
     def _fitted(self) -> bool:
@@ -159,6 +176,9 @@ class RuleSet:
         if not self._fitted():
             raise ModelError("RuleSet is not fitted: call fit() on normal clips or load it with from_dict()")
         _check_bands(stats)
+        if stats.measurements != self.measurements_:
+            raise ModelError(f"rule ranges were learned from v{self.measurements_} measurements; this clip was "
+                             f"measured with v{stats.measurements}")
         hits = [
             *self._clipping(stats), *self._level(stats), *self._bands(stats),
             *self._envelope(stats), *self._dc(stats),
@@ -235,6 +255,7 @@ class RuleSet:
                 "level_min_db": self.level_min_, "level_max_db": self.level_max_,
                 "band_min_db": list(self.band_min_), "band_max_db": list(self.band_max_),
                 "envelope_max_db": self.envelope_max_, "n_clips": self.n_clips_,
+                "measurements": self.measurements_,
             }
         return {
             "format": _FORMAT, "version": _FORMAT_VERSION, "params": self.get_params(),
@@ -265,6 +286,10 @@ class RuleSet:
                 rules.band_max_ = tuple(float(v) for v in state["band_max_db"])
                 rules.envelope_max_ = float(state["envelope_max_db"])
                 rules.n_clips_ = int(state["n_clips"])
+                rules.measurements_ = int(state.get("measurements", MEASUREMENTS_V1))
+                if rules.measurements_ not in MEASUREMENT_VERSIONS:
+                    raise ModelError(f"rule set was learned from v{rules.measurements_} measurements; this code "
+                                     f"measures {', '.join(f'v{v}' for v in MEASUREMENT_VERSIONS)}")
                 if not (len(rules.band_min_) == len(rules.band_max_) == len(BANDS_HZ)):
                     raise ModelError("rule set state has the wrong number of bands")
         except ModelError:
@@ -275,6 +300,14 @@ class RuleSet:
 
 
 _DEFAULTS: dict[str, float] = RuleSet().get_params()
+
+
+def _one_recipe(stats: Sequence[SignalStats]) -> int:
+    """The measurement version all `stats` share; ranges learned from a mix would fit neither recipe."""
+    versions = {s.measurements for s in stats}
+    if len(versions) != 1:
+        raise ValueError(f"RuleSet.fit needs clips measured with one recipe, got versions {sorted(versions)}")
+    return versions.pop()
 
 
 def _check_bands(s: SignalStats) -> None:

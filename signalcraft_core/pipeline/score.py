@@ -30,7 +30,7 @@ from signalcraft_core.io.audio import (
     decode_wav,
 )
 from signalcraft_core.models.clip_length import window_seconds
-from signalcraft_core.models.decision import decide, levels_used
+from signalcraft_core.models.decision import decide, levels_used, rule_measurements
 from signalcraft_core.models.grading import grade
 from signalcraft_core.models.model_set import ModelSet
 
@@ -149,7 +149,7 @@ def score_audio(model_set: ModelSet, audios: Sequence[Audio], preference: str | 
     use_level1, use_level2 = levels_used(model_set, preference)
     inputs = featurise([a.samples for a in audios], model_set.profile, audios[0].sample_rate, level2=use_level2,
                        level1=use_level1 and model_set.level1_pipeline is not None,
-                       rules=use_level1 and model_set.rules is not None)
+                       rules=use_level1 and model_set.rules is not None, measurements=rule_measurements(model_set))
     d = decide(model_set, inputs, preference)
     out: list[ClipScore] = []
     for i, audio in enumerate(audios):
