@@ -30,20 +30,23 @@ def _gets_of_recordings(log: CallLog) -> int:
     return log.operations.count("GetObject")
 
 
+def _version_event(bucket: str, key: str, data: bytes, version: str) -> dict:
+    """An S3 put event for one version of an object (its ETag deliberately wrong: the HEAD decides)."""
+    event = generate_event("s3-put", bucket, key, size=len(data), etag="x")
+    event["Records"][0]["s3"]["object"]["versionId"] = version
+    return event
+
+
 def test_versioned_bucket_identical_bytes_twice_are_two_recordings_with_stable_ids(fleet):
     s3, recordings, grades = fleet
     s3.put_bucket_versioning(Bucket=recordings, VersioningConfiguration={"Status": "Enabled"})
     key = "site-a/pump/id_00/00000001.wav"
     data = clip(1)
     v1 = s3.put_object(Bucket=recordings, Key=key, Body=data)["VersionId"]
-    event_v1 = generate_event("s3-put", recordings, key, size=len(data), etag="x")
-    event_v1["Records"][0]["s3"]["object"]["versionId"] = v1
-    score_upload.handler(event_v1)
+    score_upload.handler(_version_event(recordings, key, data, v1))
     v2 = s3.put_object(Bucket=recordings, Key=key, Body=data)["VersionId"]  # same bytes, same ETag
     assert v1 != v2
-    event_v2 = generate_event("s3-put", recordings, key, size=len(data), etag="x")
-    event_v2["Records"][0]["s3"]["object"]["versionId"] = v2
-    score_upload.handler(event_v2)
+    score_upload.handler(_version_event(recordings, key, data, v2))
     fleet_sweep.handler({"bucket": recordings, "prefix": "site-a/"})  # finds both graded: nothing new
     rows = read_grades(f"s3://{grades}/grades/", s3).to_pylist()
     assert sorted(r["version_id"] for r in rows) == sorted([v1, v2])
@@ -76,9 +79,7 @@ def test_in_a_versioned_bucket_the_sweeps_get_gives_the_version_its_event_later_
     data = clip(1)
     version = s3.put_object(Bucket=recordings, Key=key, Body=data)["VersionId"]
     fleet_sweep.handler({"bucket": recordings, "prefix": "site-a/"})   # listed: no HEAD, the GET names the version
-    event = generate_event("s3-put", recordings, key, size=len(data), etag="x")
-    event["Records"][0]["s3"]["object"]["versionId"] = version
-    score_upload.handler(event)   # the late event of the same version
+    score_upload.handler(_version_event(recordings, key, data, version))   # the late event of the same version
     rows = read_grades(f"s3://{grades}/grades/", s3, dedupe=False).to_pylist()
     assert [r["version_id"] for r in rows] == [version, version][:len(rows)]
     assert {r["record_id"] for r in rows} == {record_id(recordings, key, version)}

@@ -149,6 +149,19 @@ def test_other_torchscript_modules_run_on_torch(tmp_path: Path, monkeypatch: pyt
 
 # --- rules: envelope spectrum --------------------------------------------------------------------
 
+def _strongest_line(freqs: np.ndarray, psd: np.ndarray) -> tuple[float, float]:
+    """(dB above the median, Hz) of the strongest envelope line in the search range, written plainly."""
+    sel = (freqs >= ENVELOPE_SEARCH_HZ[0]) & (freqs <= ENVELOPE_SEARCH_HZ[1])
+    if np.count_nonzero(sel) < 3:
+        return 0.0, 0.0
+    band, band_f = psd[sel], freqs[sel]
+    i = int(np.argmax(band))
+    if band[i] <= 0:
+        return 0.0, 0.0
+    median = max(float(np.median(band)), float(band[i]) * 10.0 ** (FLOOR_DB / 10.0))
+    return 10.0 * math.log10(float(band[i]) / median), float(band_f[i])
+
+
 def _scipy_envelope_peak(x: np.ndarray, sample_rate: int) -> tuple[float, float]:
     """The scipy.signal recipe rules.py replaced (butter + sosfilt, hilbert, welch)."""
     from scipy.fft import next_fast_len
@@ -165,15 +178,7 @@ def _scipy_envelope_peak(x: np.ndarray, sample_rate: int) -> tuple[float, float]
     envelope = np.abs(hilbert(y, N=next_fast_len(y.size)))[: y.size]
     freqs, psd = welch(envelope, fs=sample_rate, window="hann", nperseg=min(envelope.size, int(sample_rate)),
                        detrend="linear")
-    sel = (freqs >= ENVELOPE_SEARCH_HZ[0]) & (freqs <= ENVELOPE_SEARCH_HZ[1])
-    if np.count_nonzero(sel) < 3:
-        return 0.0, 0.0
-    band, band_f = psd[sel], freqs[sel]
-    i = int(np.argmax(band))
-    if band[i] <= 0:
-        return 0.0, 0.0
-    median = max(float(np.median(band)), float(band[i]) * 10.0 ** (FLOOR_DB / 10.0))
-    return 10.0 * math.log10(float(band[i]) / median), float(band_f[i])
+    return _strongest_line(freqs, psd)
 
 
 def _impacts(n: int, sample_rate: int, rate_hz: float, rng: np.random.Generator) -> np.ndarray:
@@ -216,15 +221,7 @@ def _reference_v2_envelope_peak(x: np.ndarray, sample_rate: int) -> tuple[float,
     envelope = np.abs(y[:count * block]).reshape(count, block).mean(axis=1)
     rate = sample_rate / block
     freqs, psd = welch(envelope, fs=rate, window="hann", nperseg=min(count, int(rate)), detrend="linear")
-    sel = (freqs >= ENVELOPE_SEARCH_HZ[0]) & (freqs <= ENVELOPE_SEARCH_HZ[1])
-    if np.count_nonzero(sel) < 3:
-        return 0.0, 0.0
-    band, band_f = psd[sel], freqs[sel]
-    i = int(np.argmax(band))
-    if band[i] <= 0:
-        return 0.0, 0.0
-    median = max(float(np.median(band)), float(band[i]) * 10.0 ** (FLOOR_DB / 10.0))
-    return 10.0 * math.log10(float(band[i]) / median), float(band_f[i])
+    return _strongest_line(freqs, psd)
 
 
 @pytest.mark.parametrize("sample_rate", [8000, 16000, 22050, 44100, 48000])
