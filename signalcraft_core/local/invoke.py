@@ -17,6 +17,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 import click
 
+from signalcraft_core.local.environ import patched_environ
+
 #: template.yaml's function ids and their handlers (the template is the source; a test keeps these equal).
 FUNCTIONS = {
     "ScoreUploadFunction": "handlers.score_upload.handler",
@@ -90,28 +92,19 @@ def handler_environment(variables: dict[str, str], endpoint_url: str | None = No
     updates = {**_quiet_logs(), **{k: v for k, v in variables.items() if v is not None}}
     if endpoint_url:
         updates["AWS_ENDPOINT_URL"] = endpoint_url
-    hidden = [k for k in unset if k not in updates]
-    saved = {k: os.environ.get(k) for k in [*updates, *hidden]}
-    os.environ.update(updates)
-    for k in hidden:
-        os.environ.pop(k, None)
     routed = False
     try:
-        reset()
-        clear_client_cache()
-        try:
-            _route_logs(log_stream)
-            routed = True
-        except ValueError:  # logging's "Unknown level: 'BOGUS'", raised before any handler runs
-            raise click.ClickException(f"LOG_LEVEL {os.environ.get('LOG_LEVEL')!r} is not a log level "
-                                       f"(one of {', '.join(LOG_LEVELS)})") from None
-        yield
+        with patched_environ(updates, unset):   # restored before the caches are dropped and logs rerouted
+            reset()
+            clear_client_cache()
+            try:
+                _route_logs(log_stream)
+                routed = True
+            except ValueError:  # logging's "Unknown level: 'BOGUS'", raised before any handler runs
+                raise click.ClickException(f"LOG_LEVEL {os.environ.get('LOG_LEVEL')!r} is not a log level "
+                                           f"(one of {', '.join(LOG_LEVELS)})") from None
+            yield
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         reset()
         clear_client_cache()
         if log_stream is not None and routed:

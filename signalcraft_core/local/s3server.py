@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
 import secrets
 import string
@@ -28,6 +27,8 @@ import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from signalcraft_core.local.environ import patched_environ
 
 _INSTALL_HINT = "the embedded S3 server needs moto: pip install 'signalcraft-scoring[server]'"
 REGION = "us-east-1"
@@ -65,19 +66,8 @@ class S3Server:
     def environment(self) -> Iterator[None]:
         """This server's key in os.environ for the block (a profile or session token the shell holds is
         hidden: the server knows only its own keys); the previous values come back afterwards."""
-        updates = self.credentials_env()
-        saved = {k: os.environ.get(k) for k in (*updates, *_HIDDEN)}
-        for k in _HIDDEN:
-            os.environ.pop(k, None)
-        os.environ.update(updates)
-        try:
+        with patched_environ(self.credentials_env(), _HIDDEN):
             yield
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
 
     def accept(self, access_key_id: str, secret_access_key: str) -> None:
         """Accept one more key pair (tests use recognisable ones to look for leaks); it must start with AKIA."""
