@@ -30,6 +30,13 @@ def _gets_of_recordings(log: CallLog) -> int:
     return log.operations.count("GetObject")
 
 
+def _versioned(fleet) -> tuple:
+    """The fleet with versioning on in the recordings bucket, a key and the bytes to put there."""
+    s3, recordings, grades = fleet
+    s3.put_bucket_versioning(Bucket=recordings, VersioningConfiguration={"Status": "Enabled"})
+    return s3, recordings, grades, "site-a/pump/id_00/00000001.wav", clip(1)
+
+
 def _version_event(bucket: str, key: str, data: bytes, version: str) -> dict:
     """An S3 put event for one version of an object (its ETag deliberately wrong: the HEAD decides)."""
     event = generate_event("s3-put", bucket, key, size=len(data), etag="x")
@@ -38,10 +45,7 @@ def _version_event(bucket: str, key: str, data: bytes, version: str) -> dict:
 
 
 def test_versioned_bucket_identical_bytes_twice_are_two_recordings_with_stable_ids(fleet):
-    s3, recordings, grades = fleet
-    s3.put_bucket_versioning(Bucket=recordings, VersioningConfiguration={"Status": "Enabled"})
-    key = "site-a/pump/id_00/00000001.wav"
-    data = clip(1)
+    s3, recordings, grades, key, data = _versioned(fleet)
     v1 = s3.put_object(Bucket=recordings, Key=key, Body=data)["VersionId"]
     score_upload.handler(_version_event(recordings, key, data, v1))
     v2 = s3.put_object(Bucket=recordings, Key=key, Body=data)["VersionId"]  # same bytes, same ETag
@@ -73,10 +77,7 @@ def test_the_sweep_reads_each_listed_recording_with_one_get_and_no_head(fleet):
 
 
 def test_in_a_versioned_bucket_the_sweeps_get_gives_the_version_its_event_later_shares(fleet):
-    s3, recordings, grades = fleet
-    s3.put_bucket_versioning(Bucket=recordings, VersioningConfiguration={"Status": "Enabled"})
-    key = "site-a/pump/id_00/00000001.wav"
-    data = clip(1)
+    s3, recordings, grades, key, data = _versioned(fleet)
     version = s3.put_object(Bucket=recordings, Key=key, Body=data)["VersionId"]
     fleet_sweep.handler({"bucket": recordings, "prefix": "site-a/"})   # listed: no HEAD, the GET names the version
     score_upload.handler(_version_event(recordings, key, data, version))   # the late event of the same version
