@@ -180,6 +180,47 @@ def test_unsigned_requests_and_the_moto_control_api_are_refused(s3_server, s3, b
         _client_with(s3_server, "signalcraft-local", "signalcraft-local-secret").list_buckets()
 
 
+def _raw(server: S3Server, request: bytes) -> int:
+    """The status code the server answers a hand-written HTTP request with (a neighbour need not use boto3)."""
+    import socket
+    from urllib.parse import urlparse
+
+    where = urlparse(server.endpoint_url)
+    with socket.create_connection((where.hostname, where.port), timeout=5) as sock:
+        sock.sendall(request)
+        answer = b""
+        while b"\r\n" not in answer:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    return int(answer.split(b" ", 2)[1])
+
+
+FORGED = ("AWS4-HMAC-SHA256 Credential=AKIANOTAREALKEY00000/20261203/us-east-1/{service}/aws4_request, "
+          "SignedHeaders=host, Signature=00")
+
+
+@pytest.mark.parametrize("target", [None, "AWSCognitoIdentityService.GetId", "AWSCognitoIdentityProviderService.SignUp"])
+@pytest.mark.parametrize("method, path, service, body", [
+    ("GET", "/{bucket}/a.wav", "s3", b""), ("PUT", "/{bucket}/planted.wav", "s3", b"planted"),
+    ("DELETE", "/{bucket}/a.wav", "s3", b""), ("GET", "/", "s3", b""), ("GET", "/{bucket}?list-type=2", "s3", b""),
+    ("POST", "/{bucket}/big.wav?uploads", "s3", b""), ("HEAD", "/{bucket}/a.wav", "s3", b""),
+    ("POST", "/", "sns", b"Action=ListTopics&Version=2010-03-31"),
+    ("GET", "/latest/meta-data/iam/security-credentials/", "s3", b""),
+])
+def test_a_forged_signature_is_refused_whatever_the_request_says(s3_server, s3, bucket, method, path, service,
+                                                                 body, target):
+    """A well-formed header with a made-up key and signature, with or without a target moto answers unsigned."""
+    s3.put_object(Bucket=bucket, Key="a.wav", Body=b"recording")
+    headers = [f"{method} {path.format(bucket=bucket)} HTTP/1.1", "Host: 127.0.0.1",
+               "Authorization: " + FORGED.format(service=service), f"Content-Length: {len(body)}", "Connection: close"]
+    if target:
+        headers.append(f"X-Amz-Target: {target}")
+    assert _raw(s3_server, ("\r\n".join(headers) + "\r\n\r\n").encode() + body) == 403
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["a.wav"]
+
+
 def test_other_services_are_refused_even_with_the_servers_key(s3_server):
     """moto serves IAM on the same port; the key signs only the services the tool uses, so it cannot mint keys."""
     import boto3

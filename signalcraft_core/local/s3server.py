@@ -32,11 +32,16 @@ from signalcraft_core.local.environ import patched_environ
 
 _INSTALL_HINT = "the embedded S3 server needs moto: pip install 'signalcraft-scoring[server]'"
 REGION = "us-east-1"
+SERVICES = ("s3", "events", "sns", "sqs")   # what the tool talks to: S3, the alerts' EventBridge and SNS, SQS
 _REFUSAL = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
             b"<Message>the embedded S3 server answers requests signed with its own key only</Message></Error>")
-_HIDDEN = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+#: What the shell may hold that would take the key or the requests elsewhere: hidden while a server's
+#: key is in os.environ (a service's own endpoint variable wins over AWS_ENDPOINT_URL in boto3).
+_HIDDEN = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+           *(f"AWS_ENDPOINT_URL_{service.upper()}" for service in SERVICES))
+_REFUSED_PATHS = ("/moto-api", "/latest/")   # moto's control API; its instance-metadata stand-in
+_TARGET_PREFIXES = ("AWSEvents.", "AmazonSQS.")   # the JSON-protocol services of SERVICES; S3 and SNS send none
 _KEY_ALPHABET = string.ascii_uppercase + string.digits
-SERVICES = ("s3", "events", "sns", "sqs")
 _ALLOW = json.dumps({"Version": "2012-10-17", "Statement": [
     {"Effect": "Allow", "Action": [f"{service}:*" for service in SERVICES], "Resource": "*"}]})
 # The service named in a SigV4 Authorization header's credential scope, "Credential=KEY/DATE/REGION/SERVICE/
@@ -117,10 +122,22 @@ def _signed_for_a_service(environ: dict[str, Any]) -> bool:
         "X-Amz-Credential" not in environ.get("QUERY_STRING", "")
 
 
+def _admissible(environ: dict[str, Any]) -> bool:
+    """A request moto may see: signed for one of SERVICES, not for its control API or metadata routes,
+    and without an X-Amz-Target other than those services' own (moto answers a Cognito "public
+    operation" target unsigned, whatever the path: a neighbour could read and write objects with it)."""
+    if environ.get("PATH_INFO", "").startswith(_REFUSED_PATHS):
+        return False
+    target = environ.get("HTTP_X_AMZ_TARGET")
+    if target is not None and not target.startswith(_TARGET_PREFIXES):
+        return False
+    return _signed_for_a_service(environ)
+
+
 def guarded(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
     """WSGI guard in front of moto: refuses its control API and anything but a signed request for SERVICES."""
     def guard(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("PATH_INFO", "").startswith("/moto-api") or not _signed_for_a_service(environ):
+        if not _admissible(environ):
             body = _REFUSAL
             start_response("403 Forbidden", [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))])
             return [body]
