@@ -109,6 +109,36 @@ def test_a_listed_recording_replaced_or_gone_before_its_get_is_identified_by_a_h
     assert log.count("HeadObject", recordings) == 2   # each went through the HEAD path once its GET failed
 
 
+@pytest.mark.parametrize("replacements", [1, 99])
+def test_an_object_replaced_between_its_head_and_its_get_is_never_decoded_on_the_old_size(fleet, replacements):
+    """Once: identified afresh and graded as the new bytes. Every time: a transient error, graded on a retry."""
+    from signalcraft_core.io.events import ObjectRef
+    from signalcraft_core.pipeline.grade import grade_objects
+
+    s3, recordings, _ = fleet
+    key = "site-a/pump/id_00/replaced.wav"
+    s3.put_object(Bucket=recordings, Key=key, Body=clip(1, seconds=1.0))
+    rt = runtime.get_runtime()
+    bodies = iter([clip(n, seconds=2.0 + n) for n in range(2, 2 + replacements)])
+
+    def replace_before_get(**_):   # another writer, between our HEAD and our GET
+        body = next(bodies, None)
+        if body is not None:
+            s3.put_object(Bucket=recordings, Key=key, Body=body)
+
+    rt.client.meta.events.register("before-call.s3.GetObject", replace_before_get)
+    try:
+        (record,) = grade_objects([ObjectRef(bucket=recordings, key=key)], rt.client, rt.store, rt.config)
+    finally:
+        rt.client.meta.events.unregister("before-call.s3.GetObject", replace_before_get)
+    current = s3.head_object(Bucket=recordings, Key=key)
+    if replacements == 1:
+        assert record.status == "ok" and record.etag == current["ETag"].strip('"')
+        assert record.duration_s == pytest.approx(4.0, abs=0.01) and record.size_bytes == current["ContentLength"]
+    else:
+        assert record.status == "error" and record.error_code == "storage_error" and "changed" in record.error_message
+
+
 def test_four_nights_of_uploads_keep_one_row_per_recording_and_grade_only_whats_new(fleet, monkeypatch):
     s3, recordings, grades = fleet
     monkeypatch.setenv("SWEEP_OVERLAP_HOURS", "0")  # nights here are seconds apart: no overlap window

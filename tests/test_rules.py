@@ -467,3 +467,15 @@ def test_rules_stay_quiet_on_held_out_real_normal_clips(shared_data, folder: str
     fitted = RuleSet().fit(stats[:half])
     fired = [fitted.evaluate(s) for s in stats[half:]]
     assert sum(bool(h) for h in fired) <= 0.1 * len(fired), fired
+
+
+def test_an_unfitted_rule_set_is_a_model_error_at_scoring_not_an_attribute_error() -> None:
+    from types import SimpleNamespace
+
+    from signalcraft_core.dsp.signal_stats import CURRENT_MEASUREMENTS
+    from signalcraft_core.models.decision import rule_measurements
+
+    unfitted = RuleSet.from_dict(RuleSet().to_dict())
+    assert rule_measurements(SimpleNamespace(rules=unfitted)) == CURRENT_MEASUREMENTS
+    with pytest.raises(ModelError, match="not fitted"):
+        unfitted.evaluate(signal_stats(np.random.default_rng(9).normal(0, 0.01, SR).astype(np.float32), SR))

@@ -97,7 +97,8 @@ def rule_measurements(model_set: Any) -> int:
     without rules takes the current one (nothing judges its statistics).
     """
     rules = getattr(model_set, "rules", None)
-    return CURRENT_MEASUREMENTS if rules is None else rules.measurements_
+    # An unfitted rule set has no recipe; its evaluate() then refuses with a ModelError of its own.
+    return getattr(rules, "measurements_", CURRENT_MEASUREMENTS)
 
 
 def level1_scores(forest_scores: np.ndarray | None, hits: Sequence[Sequence[RuleHit]]) -> np.ndarray:

@@ -77,7 +77,7 @@ def refusal(ref: ObjectRef, config: Settings) -> str | None:
 
 def _fetch(client: Any, ref: ObjectRef, config: Settings,
            budget: "_DecodeBudget") -> tuple[ObjectRef, Audio | SignalcraftError, "_Reservation | None"]:
-    """HEAD, then download and decode as one stream: the object itself says who it is before anything can fail.
+    """Identify, then download and decode as one stream: the object itself says who it is before anything can fail.
 
     The HEAD gives the identity (version id, else ETag), the size (the limit is checked before any
     GET) and LastModified (the partition day) of the object, whatever the event claimed; the GET
@@ -87,13 +87,15 @@ def _fetch(client: Any, ref: ObjectRef, config: Settings,
     A ref from the store's own listing (the sweep, a Map batch) already has the size, ETag and
     LastModified a HEAD would give, so it goes straight to the GET, whose response carries the
     identity (and the version id) of the bytes graded: one request per recording instead of two,
-    the largest cost of a sweep after the grading itself. Should that GET fail, or find other bytes
-    than were listed (overwritten since), the recording takes the HEAD path above, so every error
-    record is identified exactly as before.
+    the largest cost of a sweep after the grading itself. Should that GET fail, or find another size
+    than was listed (overwritten since), the recording takes the HEAD path, so every error record is
+    identified as before. A GET that finds another size than its HEAD said (replaced in between) is
+    identified afresh once, then left to a retry (a transient storage_error).
 
     The body is decoded while it arrives (never held whole): before the GET, the decoded output's
-    upper bound for this size is reserved from `budget`, cut to the exact size once the header is
-    read. Returns the ref, the Audio (or the error) and the reservation still held for it.
+    upper bound for the expected size is reserved from `budget`, cut to the exact size once the
+    header is read; a body of another size is not decoded on that reservation. Returns the ref, the
+    Audio (or the error) and the reservation still held for it.
     """
     from signalcraft_core.io.objects import head
 
@@ -102,13 +104,20 @@ def _fetch(client: Any, ref: ObjectRef, config: Settings,
     ref = _unidentified(ref)  # until the HEAD (or a listed ref's GET) answers
     if ref.source in LISTED_SOURCES and ref.size is not None and ref.etag:
         try:
-            return _download(client, ref, ref.size, config, budget, listed=True)
-        except Exception:  # noqa: BLE001 - failed, or other bytes: the HEAD path identifies and reports it
-            pass
+            return _download(client, ref, ref.size, config, budget)
+        except (SignalcraftError, _SizeChanged):
+            pass  # failed, or other bytes: the HEAD path identifies and reports it
+        except Exception:  # noqa: BLE001 - unexpected: logged, then the HEAD path gives the record
+            log.exception("listed download failed", extra={"bucket": ref.bucket, "key": ref.key})
     try:
-        info = head(client, ref.bucket, ref.key, ref.version_id)
-        ref = _identified(ref, info)
-        return _download(client, ref, info.size, config, budget, listed=False)
+        for _ in range(2):   # a replacement between HEAD and GET is identified afresh once
+            info = head(client, ref.bucket, ref.key, ref.version_id)
+            ref = _identified(ref, info)
+            try:
+                return _download(client, ref, info.size, config, budget)
+            except _SizeChanged:
+                continue
+        return ref, StorageError(ErrorCode.STORAGE_ERROR, "the object changed while it was read; graded on a retry"), None
     except SignalcraftError as exc:
         return ref, exc, None
     except Exception as exc:  # noqa: BLE001 - an unexpected client failure is still one record
@@ -116,16 +125,16 @@ def _fetch(client: Any, ref: ObjectRef, config: Settings,
         return ref, StorageError(ErrorCode.STORAGE_ERROR, f"download failed: {type(exc).__name__}"), None
 
 
-class _ListedChanged(Exception):
-    """The GET of a listed ref found a size other than the listing's: the object was replaced since."""
+class _SizeChanged(Exception):
+    """The GET found another size than the listing or the HEAD gave: the object was replaced since."""
 
 
-def _download(client: Any, ref: ObjectRef, size: int, config: Settings, budget: "_DecodeBudget", *,
-              listed: bool) -> tuple[ObjectRef, Audio | SignalcraftError, "_Reservation | None"]:
-    """GET and decode `size` bytes as one stream, its decoded bound reserved first; raises on storage failure.
+def _download(client: Any, ref: ObjectRef, size: int, config: Settings,
+              budget: "_DecodeBudget") -> tuple[ObjectRef, Audio | SignalcraftError, "_Reservation | None"]:
+    """GET and decode the `size` bytes expected, their decoded bound reserved first; raises on storage failure.
 
-    For a `listed` ref the GET must find the listed size: the reservation was made for it, and other
-    bytes need their own identity (_ListedChanged sends them through a HEAD).
+    The GET must find that size: the reservation was made for it (a bigger body would be decoded
+    past the budget), and other bytes need their own identity (_SizeChanged sends them to a HEAD).
     """
     from signalcraft_core.io.objects import fetch_stream
 
@@ -133,8 +142,8 @@ def _download(client: Any, ref: ObjectRef, size: int, config: Settings, budget: 
     ticket = budget.acquire(max_decoded_bytes(min(size, config.max_bytes), audio_cfg))
 
     def decode(read: Any, length: int) -> Audio | SignalcraftError:
-        if listed and length != size:
-            raise _ListedChanged
+        if length != size:
+            raise _SizeChanged
         try:
             return decode_stream(read, length, audio_cfg, ticket.exact)
         except AudioError as exc:  # the recording's fault: a final record, the stream is closed
