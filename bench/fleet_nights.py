@@ -47,7 +47,8 @@ def main() -> None:
     from signalcraft_core.pipeline import runtime
 
     server = start_s3_server()
-    os.environ.update(server.credentials_env())
+    key = server.environment()   # its key for the rest of this process, the shell's profile hidden
+    key.__enter__()
     os.environ.update({"AWS_ENDPOINT_URL": server.endpoint_url, "OUTPUT_PREFIX": "grades/", "LOG_LEVEL": "CRITICAL",
                        "SWEEP_OVERLAP_HOURS": "0", "POWERTOOLS_METRICS_DISABLED": "true"})
     s3 = s3_client(server.endpoint_url)
@@ -81,6 +82,7 @@ def main() -> None:
             row["backfill"] = run("fleet-grades-backfill", "backfill")
         nights.append(row)
         print(json.dumps(row), flush=True)
+    key.__exit__(None, None, None)
     server.stop()
 
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ Timings are never asserted anywhere: they are reported.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -148,7 +149,8 @@ class LoopbackS3:
 
         self.server = start_s3_server()
         self.credentials = self.server.credentials_env()
-        os.environ.update(self.credentials)
+        self._environment = contextlib.ExitStack()
+        self._environment.enter_context(self.server.environment())   # its key, the shell's profile hidden
         self.endpoint_url = self.server.endpoint_url
         self.client = self._client()
         for bucket in (RECORDINGS, GRADES):
@@ -198,6 +200,7 @@ class LoopbackS3:
         return sum(len(page.get("Contents", [])) for page in paginator.paginate(Bucket=bucket, Prefix=prefix))
 
     def stop(self) -> None:
+        self._environment.close()
         self.server.stop()
 
     def __enter__(self) -> "LoopbackS3":
