@@ -117,6 +117,23 @@ def _line_over_median(band: np.ndarray, freqs: np.ndarray) -> tuple[float, float
     return 10.0 * math.log10(top / median), float(freqs[i])
 
 
+def _measured(mean_square: float, peak: float, clip_fraction: float, dc: float, shares: tuple[float, ...],
+              line: tuple[float, float], measurements: int) -> SignalStats:
+    """The SignalStats of one clip from its sums, whichever recipe measured them (level and crest derived here)."""
+    rms = math.sqrt(mean_square)
+    return SignalStats(
+        rms_dbfs=_db_power(mean_square),
+        peak=peak,
+        crest_db=20.0 * math.log10(peak / rms) if rms > 0 and peak > 0 else 0.0,
+        clip_fraction=clip_fraction,
+        dc_offset=dc,
+        band_share_db=shares,
+        envelope_peak_db=line[0],
+        envelope_peak_hz=line[1],
+        measurements=measurements,
+    )
+
+
 def check_signal(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     """The samples as an array, refused unless mono float at a positive rate, non-empty and finite.
 
@@ -445,19 +462,8 @@ def measurements_from_spectrum(batch: np.ndarray, spectrum: Spectrum, sample_rat
         mean_square = float(np.square(wide, out=wide).sum()) / length
         top, bottom = float(x.max()), float(x.min())
         peak = max(top, -bottom)
-        rms = math.sqrt(mean_square)
-        line_db, line_hz = _envelope_line(x, sample_rate, work)
-        out.append(SignalStats(
-            rms_dbfs=_db_power(mean_square),
-            peak=peak,
-            crest_db=20.0 * math.log10(peak / rms) if rms > 0 and peak > 0 else 0.0,
-            clip_fraction=_clip_fraction(x, top, bottom),
-            dc_offset=dc,
-            band_share_db=share,
-            envelope_peak_db=line_db,
-            envelope_peak_hz=line_hz,
-            measurements=MEASUREMENTS_V2,
-        ))
+        out.append(_measured(mean_square, peak, _clip_fraction(x, top, bottom), dc, share,
+                             _envelope_line(x, sample_rate, work), MEASUREMENTS_V2))
     return out
 
 
@@ -513,17 +519,7 @@ def signal_stats_batch(signals: Sequence[np.ndarray], sample_rate: int = 16000,
             envelopes = _envelope_peak(spectrum, length, sample_rate)
             del spectrum
             for row, i in enumerate(members):
-                ms, peak = float(mean_square[row]), float(peaks[row])
-                rms = math.sqrt(ms)
-                out[i] = SignalStats(
-                    rms_dbfs=_db_power(ms),
-                    peak=peak,
-                    crest_db=20.0 * math.log10(peak / rms) if rms > 0 and peak > 0 else 0.0,
-                    clip_fraction=_clip_fraction(x[row], x[row].max(), x[row].min()),
-                    dc_offset=float(dcs[row]),
-                    band_share_db=shares[row],
-                    envelope_peak_db=envelopes[row][0],
-                    envelope_peak_hz=envelopes[row][1],
-                    measurements=MEASUREMENTS_V1,
-                )
+                out[i] = _measured(float(mean_square[row]), float(peaks[row]),
+                                   _clip_fraction(x[row], x[row].max(), x[row].min()), float(dcs[row]),
+                                   shares[row], envelopes[row], MEASUREMENTS_V1)
     return [s for s in out if s is not None]
