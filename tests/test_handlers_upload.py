@@ -123,10 +123,23 @@ def test_record_describes_the_object_even_when_the_event_guesses(env, short_wav)
     """`sam local generate-event` puts a fake ETag and size in: the record carries the real ones."""
     etag = env.put(PUMP_KEY, short_wav)
     event = generate_event("s3-put", env.recordings, PUMP_KEY)  # etag 0123..., size 1024
-    score_upload.handler(event)
+    with CallLog(runtime.get_runtime().client) as log:
+        score_upload.handler(event)
     (row,) = env.rows()
     assert row["etag"] == etag and row["size_bytes"] == len(short_wav) and row["status"] == "ok"
     assert row["event_time"].year != 1970  # the object's LastModified, not the SAM sample's eventTime
+    assert log.count("HeadObject", env.recordings) == 1   # the GET found another size: identified by a HEAD
+
+
+def test_an_event_that_gives_size_and_etag_costs_one_get_and_no_head(env, short_wav):
+    """The GET's response identifies the bytes graded; a HEAD first would only repeat it (and its S3 charge)."""
+    etag = env.put(PUMP_KEY, short_wav)
+    with CallLog(runtime.get_runtime().client) as log:
+        score_upload.handler(env.event("s3-put", PUMP_KEY, short_wav, etag))
+    assert (log.count("GetObject", env.recordings), log.count("HeadObject", env.recordings)) == (1, 0)
+    (row,) = env.rows()
+    assert (row["status"], row["etag"], row["record_id"]) == ("ok", etag, record_id(env.recordings, PUMP_KEY, etag))
+    assert row["event_time"].date().isoformat() == TODAY   # LastModified from the GET, not the event's DAY
 
 
 @pytest.mark.parametrize("encode", [
@@ -248,9 +261,12 @@ def test_too_large_object_from_an_event_without_size_is_refused_after_head(env, 
 
 
 def test_missing_object_is_one_not_found_record(env, short_wav):
-    result = score_upload.handler(env.event("s3-put", PUMP_KEY, short_wav, "0" * 32))
+    with CallLog(runtime.get_runtime().client) as log:
+        result = score_upload.handler(env.event("s3-put", PUMP_KEY, short_wav, "0" * 32))
     row = _one_error(env, result, "not_found")
     assert row["key"] == PUMP_KEY and row["machine_type"] == "pump"
+    assert row["record_id"] == record_id(env.recordings, PUMP_KEY, "0" * 32)   # as a failed HEAD would name it
+    assert log.count("HeadObject", env.recordings) == 0   # the GET's 404 says it all
 
 
 # --------------------------------------------------------------------------- configuration errors

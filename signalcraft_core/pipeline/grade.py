@@ -84,13 +84,17 @@ def _fetch(client: Any, ref: ObjectRef, config: Settings,
     then confirms them for the bytes actually graded. So an upload event, the sweep, a Map batch
     and a retry of the same object version all make the same record id, error or grade alike.
 
-    A ref from the store's own listing (the sweep, a Map batch) already has the size, ETag and
-    LastModified a HEAD would give, so it goes straight to the GET, whose response carries the
-    identity (and the version id) of the bytes graded: one request per recording instead of two,
-    the largest cost of a sweep after the grading itself. Should that GET fail, or find another size
-    than was listed (overwritten since), the recording takes the HEAD path, so every error record is
-    identified as before. A GET that finds another size than its HEAD said (replaced in between) is
-    identified afresh once, then left to a retry (a transient storage_error).
+    A ref that already says the size and ETag - from the store's own listing (the sweep, a Map
+    batch) or from its upload event (S3, EventBridge, SQS and the webhook, which HEADs for its own
+    event) - goes straight to the GET, whose response carries the identity (ETag, version id,
+    LastModified) of the bytes graded: one request per recording instead of two, the largest cost
+    after the grading itself, in Lambda time and S3 request charges alike. The sender's values are
+    only the expectation: should that GET find another size (overwritten since, or a sender that
+    got it wrong), or the sender's size be over the limit, the recording takes the HEAD path. A GET
+    that fails (not_found, or a storage_error after botocore's retries) is recorded as it is, with
+    the sender's ETag / version id, as a failed HEAD would be. A GET that finds another size than
+    its HEAD said (replaced in between) is identified afresh once, then left to a retry (a
+    transient storage_error).
 
     The body is decoded while it arrives (never held whole): before the GET, the decoded output's
     upper bound for the expected size is reserved from `budget`, cut to the exact size once the
@@ -102,13 +106,17 @@ def _fetch(client: Any, ref: ObjectRef, config: Settings,
     if ref.source == "file":
         return _read_file(ref, config, budget)
     ref = _unidentified(ref)  # until the HEAD (or a listed ref's GET) answers
-    if ref.source in LISTED_SOURCES and ref.size is not None and ref.etag:
+    if ref.size is not None and ref.etag:
         try:
             return _download(client, ref, ref.size, config, budget)
-        except (SignalcraftError, _SizeChanged):
-            pass  # failed, or other bytes: the HEAD path identifies and reports it
+        except _SizeChanged:
+            pass  # other bytes than the sender said: the HEAD path identifies them
+        except SignalcraftError as exc:
+            if exc.code is not ErrorCode.TOO_LARGE:   # gone, or the store failing after its retries:
+                return ref, exc, None                 # a HEAD would say the same (and retry it all again)
+            # refused on the sender's size, with no request made: the HEAD says what the object is
         except Exception:  # noqa: BLE001 - unexpected: logged, then the HEAD path gives the record
-            log.exception("listed download failed", extra={"bucket": ref.bucket, "key": ref.key})
+            log.exception("download without HEAD failed", extra={"bucket": ref.bucket, "key": ref.key})
     try:
         for _ in range(2):   # a replacement between HEAD and GET is identified afresh once
             info = head(client, ref.bucket, ref.key, ref.version_id)
