@@ -1,8 +1,9 @@
 """Where grade records go and how they are read back: partitioned Parquet in a bucket or a folder.
 
 Sinks write deterministic Parquet names from the rows' content (a redelivery that grades alike
-overwrites, never duplicates; a different outcome never overwrites); compaction merges a partition
-into one file; readers dedupe by record_id (`records.precedence`: a grade beats an error).
+overwrites, never duplicates; a different outcome never overwrites); compaction merges each partition
+into one file and leaves a record id in one of the partitions it merged; readers dedupe by record_id
+(`records.precedence`: a grade beats an error).
 """
 
 from __future__ import annotations
@@ -58,7 +59,11 @@ PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
 
 @dataclass(frozen=True)
 class CompactionResult:
-    """What a compaction did; `written` lists the compacted objects (keys or paths)."""
+    """What a compaction did to the partitions it rewrote; `written` lists the compacted objects (keys or paths).
+
+    A partition whose rows all lost to another partition is rewritten to no file: it counts in
+    `partitions` but has no entry in `written`. rows_in - rows_out rows were dropped as duplicates.
+    """
 
     partitions: int = 0
     files_in: int = 0
@@ -75,6 +80,8 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _INPUT_NAME = re.compile(r"^(part|compacted)-[0-9a-f]+\.parquet$")
 _PARTITION = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})/machine_type=([^/]+)/$")
 _PARTITION_IN_PATH = re.compile(r"(?:^|/)dt=(\d{4}-\d{2}-\d{2})/machine_type=([^/]+)/[^/]*$")
+#: The column naming each row's partition folder while compaction pools partitions (never written).
+_FOLDER = "partition"
 
 
 def partition_values(path: str) -> dict[str, str]:
@@ -95,9 +102,11 @@ def _latest_per_id(records: Sequence[GradeRecord]) -> list[GradeRecord]:
 class _PartitionedSink:
     """Write/compact logic over a tiny file API (list, get, put, delete) relative to the sink root.
 
-    Layout: `dt=<LastModified day>/machine_type=<type>/<name>.parquet`; a record id always lands in
-    the same partition (its object's LastModified and key never change), so compacting a partition
-    leaves one row per recording.
+    Layout: `dt=<LastModified day>/machine_type=<type>/<name>.parquet`; a record id lands in one
+    partition (its object's LastModified and key never change), except when identical bytes are
+    re-uploaded to the same key on a later day of an unversioned bucket: the same ETag keeps the id,
+    the new LastModified files it under a second day. Compaction pools the partitions it merges, so
+    afterwards each id stands in one of them.
     """
 
     def __init__(self) -> None:
@@ -162,48 +171,84 @@ class _PartitionedSink:
 
     def compact(self, date: str | None = None, machine_type: str | None = None, *,
                 partitions: Iterable[str] | None = None) -> CompactionResult:
-        """Merge each partition into one deduplicated file: write the merged file first, delete inputs after.
+        """Merge each partition into one file of the ids it wins: write every merged file first, delete inputs after.
 
         Which partitions: `partitions`, else those of day `date` (and `machine_type`), else the ones
-        this sink wrote to. An input is deleted only if it still has the
-        ETag compaction read (a re-run that rewrote it meanwhile keeps its new rows); where the store
-        cannot make that check atomic (it ignores DeleteObjects' ETag condition), a rewrite landing
-        just before the delete can only hold the rows compaction read, since a part file's name comes
-        from its rows (`batch_object_name`), so no re-grade is lost. A crash between write and delete
-        leaves rows twice, which the next compaction and every reader dedupe.
+        this sink wrote to; no other partition is read. Their rows are pooled and deduped as
+        `read_grades` dedupes them (`dedupe_table`), so an id found in two of them (identical bytes
+        re-uploaded on a later day) stays only in the partition of its winning row. Exact ties go
+        to the earlier partition, the one `read_grades` lists first, so where an id stays follows
+        from its rows alone, never from the order partitions are given or which compaction read
+        them: two compactions, or one racing a writer, never each drop their own copy of a record,
+        and `read_grades` returns the same rows before and after. A partition is rewritten
+        when it has several inputs or holds a losing row; one whose rows all lost ends with no file.
+
+        The pool is one machine type's partitions (an id's copies share its key, so its type), which
+        bounds memory by a type's days, not the whole fleet's. Nothing of a pool is deleted before
+        every merged file of it is written, and an input is deleted only if it
+        still has the ETag compaction read (a re-run that rewrote it meanwhile keeps its new rows);
+        where the store cannot make that check atomic (it ignores DeleteObjects' ETag condition), a
+        rewrite landing just before the delete can only hold the rows compaction read, since a part
+        file's name comes from its rows (`batch_object_name`), so no re-grade is lost. A crash between
+        write and delete leaves rows twice, which the next compaction and every reader dedupe.
         """
         if partitions is None:
             partitions = self.day_partitions(date, machine_type) if date is not None else self.touched
         targets = sorted(set(partitions))
-        totals = {"partitions": 0, "files_in": 0, "files_deleted": 0, "files_kept": 0, "rows_in": 0, "rows_out": 0}
-        written: list[str] = []
         for folder in targets:
             if not _PARTITION.match(folder):
                 raise ValueError(f"not a grades partition: {folder!r}")
-            inputs = sorted(rel for rel, _ in self._list(folder)
-                            if rel.rpartition("/")[0] + "/" == folder and _INPUT_NAME.match(rel.rpartition("/")[2]))
-            if len(inputs) < 2:
-                continue  # nothing to merge
-            etags: dict[str, str] = {}
-            tables = []
-            for rel in inputs:
+        totals = {"partitions": 0, "files_in": 0, "files_deleted": 0, "files_kept": 0, "rows_in": 0, "rows_out": 0}
+        written: list[str] = []
+        by_type: dict[str, list[str]] = {}
+        for folder in targets:   # an id's copies share its key, so its machine_type: one pool per type
+            by_type.setdefault(_PARTITION.match(folder).group(2), []).append(folder)
+        for folders in by_type.values():
+            self._compact_pool(folders, totals, written)
+        return CompactionResult(written=tuple(written), **totals)
+
+    def _compact_pool(self, folders: list[str], totals: dict[str, int], written: list[str]) -> None:
+        """`compact` over the days of one machine type: read them all, write each one's winners, then delete."""
+        import pyarrow.compute as pc
+
+        inputs: dict[str, list[str]] = {}
+        rows_read: dict[str, int] = {}
+        etags: dict[str, str] = {}
+        tables = []
+        for folder in folders:  # in key order, as `read_grades` pools them: of tied rows `dedupe_table` keeps the first
+            inputs[folder] = sorted(rel for rel, _ in self._list(folder) if rel.rpartition("/")[0] + "/" == folder
+                                    and _INPUT_NAME.match(rel.rpartition("/")[2]))
+            rows_read[folder] = 0
+            for rel in inputs[folder]:
                 data, etag = self._get(rel)
                 etags[rel] = etag
-                tables.append(conform_table(read_parquet_bytes(data), partition_values(rel)))
-            table = pa.concat_tables(tables)
-            merged = dedupe_table(table)
-            out = folder + compacted_object_name(merged.column("record_id").to_pylist())
-            self._put(out, parquet_bytes(merged.select(FILE_SCHEMA.names).cast(FILE_SCHEMA)))
-            stale = [rel for rel in inputs if rel != out]
-            deleted = self._delete(stale, etags)
-            written.append(self._location(out))
+                table = conform_table(read_parquet_bytes(data), partition_values(rel))
+                tables.append(table.append_column(_FOLDER, pa.array([folder] * table.num_rows, pa.string())))
+                rows_read[folder] += table.num_rows
+        if not tables:
+            return
+        winners = dedupe_table(pa.concat_tables(tables))
+        del tables
+        stale: list[str] = []
+        for folder in folders:
+            if not inputs[folder]:
+                continue
+            kept = winners.filter(pc.equal(winners.column(_FOLDER), folder))
+            if len(inputs[folder]) == 1 and kept.num_rows == rows_read[folder]:
+                continue  # already one file, every row of it a winner
+            out = None
+            if kept.num_rows:
+                out = folder + compacted_object_name(kept.column("record_id").to_pylist())
+                self._put(out, parquet_bytes(kept.select(FILE_SCHEMA.names).cast(FILE_SCHEMA)))
+                written.append(self._location(out))
+            stale += [rel for rel in inputs[folder] if rel != out]
             totals["partitions"] += 1
-            totals["files_in"] += len(inputs)
-            totals["files_deleted"] += deleted
-            totals["files_kept"] += len(stale) - deleted
-            totals["rows_in"] += table.num_rows
-            totals["rows_out"] += merged.num_rows
-        return CompactionResult(written=tuple(written), **totals)
+            totals["files_in"] += len(inputs[folder])
+            totals["rows_in"] += rows_read[folder]
+            totals["rows_out"] += kept.num_rows
+        deleted = self._delete(stale, etags)
+        totals["files_deleted"] += deleted
+        totals["files_kept"] += len(stale) - deleted
 
 
 class S3GradeSink(_PartitionedSink):
