@@ -339,11 +339,11 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
-def read_parquet_bytes(data: bytes) -> pa.Table:
-    """Parquet bytes -> table."""
+def read_parquet_bytes(data: bytes, columns: Sequence[str] | None = None) -> pa.Table:
+    """Parquet bytes -> table (of `columns` only, if given)."""
     import pyarrow.parquet as pq
 
-    return pq.read_table(pa.BufferReader(data))
+    return pq.read_table(pa.BufferReader(data), columns=list(columns) if columns else None)
 
 
 def _type_name(type_: pa.DataType) -> str:

@@ -8,6 +8,7 @@ into one file and leaves a record id in one of the partitions it merged; readers
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import uuid
@@ -83,6 +84,28 @@ _PARTITION_IN_PATH = re.compile(r"(?:^|/)dt=(\d{4}-\d{2}-\d{2})/machine_type=([^
 #: The column naming each row's partition folder while compaction pools partitions (never written).
 _FOLDER = "partition"
 
+log = logging.getLogger(__name__)
+
+#: What a grades object that is not ours (not Parquet, or not grade rows) raises when read.
+_UNREADABLE = (pa.ArrowException, ValueError)
+
+
+def _grade_table(data: bytes, where: str, columns: Sequence[str] | None = None) -> pa.Table | None:
+    """The grade rows of one object under the grades prefix, or None (logged, naming it) when it holds none.
+
+    Anyone with write access to the bucket can leave a file there: a truncated upload, a copy of the
+    wrong thing, another tool's output. One such object must not stop every night's sweep, every
+    report and every compaction of its partition: it is skipped and named in a warning, never
+    deleted (it is not ours to delete), and the recordings it might have held are graded again.
+    """
+    try:
+        table = read_parquet_bytes(data, columns)
+        return table if columns else conform_table(table, partition_values(where))
+    except _UNREADABLE as exc:
+        log.warning("skipped a grades object that holds no grade rows",
+                    extra={"object": where, "reason": one_line(str(exc))})
+        return None
+
 
 def partition_values(path: str) -> dict[str, str]:
     """{"dt": ..., "machine_type": ...} of a grade file's key or path ({} outside the layout)."""
@@ -151,14 +174,13 @@ class _PartitionedSink:
 
     def index_rows(self, days: Iterable[str]) -> list[dict[str, Any]]:
         """What the sweep needs to know about the records of these days: INDEX_COLUMNS of every row."""
-        import pyarrow.parquet as pq
-
         rows: list[dict[str, Any]] = []
         for day in sorted(set(days)):
             for rel, _ in self._list(f"dt={day}/"):
                 if partition_values(rel) and _INPUT_NAME.match(rel.rpartition("/")[2]):
                     data, _ = self._get(rel)
-                    rows += pq.read_table(pa.BufferReader(data), columns=list(INDEX_COLUMNS)).to_pylist()
+                    table = _grade_table(data, self._location(rel), list(INDEX_COLUMNS))
+                    rows += table.to_pylist() if table is not None else []
         return rows
 
     def day_partitions(self, date: str, machine_type: str | None = None) -> set[str]:
@@ -219,10 +241,13 @@ class _PartitionedSink:
             inputs[folder] = sorted(rel for rel, _ in self._list(folder) if rel.rpartition("/")[0] + "/" == folder
                                     and _INPUT_NAME.match(rel.rpartition("/")[2]))
             rows_read[folder] = 0
-            for rel in inputs[folder]:
+            for rel in list(inputs[folder]):
                 data, etag = self._get(rel)
+                table = _grade_table(data, self._location(rel))
+                if table is None:   # not ours: neither merged nor deleted
+                    inputs[folder].remove(rel)
+                    continue
                 etags[rel] = etag
-                table = conform_table(read_parquet_bytes(data), partition_values(rel))
                 tables.append(table.append_column(_FOLDER, pa.array([folder] * table.num_rows, pa.string())))
                 rows_read[folder] += table.num_rows
         if not tables:
@@ -383,26 +408,42 @@ def read_grades(uri: str | os.PathLike[str], client: "BaseClient | None" = None,
         if not keys:
             return _finish([], dedupe)
 
-        def load(k: str) -> pa.Table:
-            return conform_table(read_parquet_bytes(get_bytes(client, bucket, k)), partition_values(k))
+        def load(k: str) -> pa.Table | None:
+            table = _grade_table(get_bytes(client, bucket, k), f"s3://{bucket}/{k}")
+            if table is None and path.endswith(".parquet"):   # the one object asked for
+                raise StorageError(ErrorCode.STORAGE_ERROR, f"s3://{bucket}/{k} holds no grade rows")
+            return table
 
         with ThreadPoolExecutor(max_workers=min(8, len(keys))) as pool:
-            return _finish(list(pool.map(load, keys)), dedupe)
+            return _finish([t for t in pool.map(load, keys) if t is not None], dedupe)
 
     import pyarrow.dataset as ds
 
     root = Path(path)
     if not root.exists():
         raise StorageError(ErrorCode.NOT_FOUND, f"no such grades folder: {root}")
-    if root.is_file() or not _visible_parquet(root):
-        files = [root] if root.is_file() else []
-        return _finish([conform_table(read_parquet_bytes(f.read_bytes()), partition_values(f.as_posix()))
-                        for f in files],
-                       dedupe)
+    if root.is_file():
+        table = _grade_table(_read_local(root), root.as_posix())
+        if table is None:
+            raise StorageError(ErrorCode.STORAGE_ERROR, f"{root} holds no grade rows (not a grades Parquet file)")
+        return _finish([table], dedupe)
+    files = _visible_parquet(root)
+    if not files:
+        return _finish([], dedupe)
     try:
         partitioning = ds.partitioning(pa.schema([(name, pa.string()) for name in PARTITION_COLUMNS]), flavor="hive")
         table = ds.dataset(str(root), format="parquet", partitioning=partitioning).to_table()
-    except (OSError, pa.ArrowInvalid) as exc:
+    except _UNREADABLE:   # a file that is not ours among them: read one by one, skipping it
+        tables = [_grade_table(_read_local(f), f.as_posix()) for f in files]
+        return _finish([t for t in tables if t is not None], dedupe)
+    except OSError as exc:
         raise StorageError(ErrorCode.STORAGE_ERROR, f"cannot read grades under {root}: {one_line(str(exc))}") \
             from None
     return _finish([conform_table(table)], dedupe)
+
+
+def _read_local(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise StorageError(ErrorCode.STORAGE_ERROR, f"cannot read {path}: {exc.strerror}") from None
