@@ -190,6 +190,20 @@ def test_manifest_shape_checks():
     assert parse_manifest(base_manifest(preference="level2"), "here")["preference"] == "level2"
 
 
+@pytest.mark.parametrize("changes, message", [
+    ({"level1": "x"}, "level1 must be an object, got str"),
+    ({"profile": []}, "profile must be an object, got list"),
+    ({"short_clips": {}}, "short_clips must be a list, got dict"),
+    ({"level2": {"calibration": 3}}, "level2.calibration must be an object, got int"),
+    ({"level1": {"descriptor": "n_fft"}}, "level1.descriptor must be an object, got str"),
+])
+def test_hand_edited_sections_of_the_wrong_type_are_model_errors_at_load(changes, message):
+    """Read with .get() and .items() while grading: a string there was an AttributeError per recording."""
+    with pytest.raises(ModelError, match=message):
+        parse_manifest(base_manifest(**changes), "here")
+    assert parse_manifest(base_manifest(level1=None, short_clips=[]), "here")["level1"] is None   # absent-alike
+
+
 def test_hash_matching_but_broken_sections_are_model_errors(model_dir):
     edit_manifest(model_dir, lambda m: m["level2"].pop("calibration"))
     with pytest.raises(ModelError, match="level2.calibration"):

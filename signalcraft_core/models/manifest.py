@@ -263,6 +263,15 @@ def model_version(manifest: dict[str, Any]) -> str:
     return sha256_bytes(json.dumps(content, sort_keys=True).encode())[:12]
 
 
+#: Sections a set may carry and the JSON type each must have when present (a hand-edited manifest
+#: with `"level1": "x"` is a model error at load, not an AttributeError while grading).
+_SECTION_SHAPES: dict[str, type] = {"profile": dict, "level1": dict, "level2": dict, "hybrid": dict,
+                                    "training": dict, "validation": dict, "short_clips": list}
+_KIND_NAMES = {dict: "an object", list: "a list"}
+#: Fields of the level sections that are objects themselves.
+_LEVEL_OBJECTS = frozenset({"calibration", "descriptor", "rules", "train"})
+
+
 def parse_manifest(data: bytes, origin: str) -> dict[str, Any]:
     """Validate a manifest's shape; `origin` names where it came from for the error line."""
     try:
@@ -281,6 +290,14 @@ def parse_manifest(data: bytes, origin: str) -> dict[str, Any]:
     if manifest.get("preference", "hybrid") not in PREFERENCES:   # read on every grade: refused at load instead
         raise ModelError(f"{origin}: manifest preference {manifest['preference']!r} is not one of "
                          f"{', '.join(PREFERENCES)}")
+    for section, kind in _SECTION_SHAPES.items():   # read with .get() and .items() when the set is loaded and used
+        value = manifest.get(section)
+        if value is not None and not isinstance(value, kind):
+            raise ModelError(f"{origin}: manifest {section} must be {_KIND_NAMES[kind]}, got {type(value).__name__}")
+    for level in ("level1", "level2", "hybrid"):
+        for field, value in (manifest.get(level) or {}).items():
+            if field in _LEVEL_OBJECTS and value is not None and not isinstance(value, dict):
+                raise ModelError(f"{origin}: manifest {level}.{field} must be an object, got {type(value).__name__}")
     if not isinstance(manifest["artifacts"], dict):
         raise ModelError(f"{origin}: manifest artifacts must be an object of name -> {{path, sha256}}")
     for name, art in manifest["artifacts"].items():
