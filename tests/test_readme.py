@@ -46,3 +46,26 @@ def test_layout_names_every_module_of_the_package() -> None:
     missing = [str(p.relative_to(package)) for p in sorted(package.rglob("*.py"))
                if p.name != "__init__.py" and p.stem not in text]
     assert missing == []
+
+
+def test_every_option_the_command_line_table_shows_exists() -> None:
+    """The table is what users copy from: an option it names that the command lacks is a usage error for them."""
+    import re
+
+    import click
+
+    from signalcraft_core.local.cli.app import cli
+
+    text = README.read_text()
+    table = text[text.index("## Command line"):text.index("`score` output")]
+    checked = 0
+    for cell in re.findall(r"^\| `(signalcraft [^`]+)` \|", table, flags=re.M):
+        words = cell.split()[1:]
+        command: click.Command = cli
+        while isinstance(command, click.Group) and words and words[0] in command.commands:
+            command, words = command.commands[words[0]], words[1:]
+        known = {name for p in command.params for name in (*p.opts, *p.secondary_opts)}
+        shown = set(re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", " ".join(words)))
+        assert shown <= known, f"{cell!r}: {sorted(shown - known)} not options of {command.name}"
+        checked += 1
+    assert checked >= 12   # every row was parsed
