@@ -47,9 +47,9 @@ GRADE_SCHEMA: pa.Schema = pa.schema(
         _f("etag", pa.string(), "ETag of the source object, without quotes."),
         _f("version_id", pa.string(), "Version id of the source object, when the bucket is versioned."),
         _f("size_bytes", pa.int64(), "Size of the source object in bytes."),
-        _f("event_time", _TS, "LastModified of the recording object, UTC (its HEAD, never an event field); "
-           "its day is the dt partition. Null when the object could not be HEAD-ed (e.g. not_found): such a "
-           "record is filed under the day it was scored."),
+        _f("event_time", _TS, "LastModified of the recording object, UTC (from the object's GET or HEAD, never an "
+           "event field); its day is the dt partition. Null when the object could not be read (e.g. not_found): "
+           "such a record is filed under the day it was scored."),
         _f("scored_at", _TS, "When this record was produced, UTC.", nullable=False),
         _f("site", pa.string(), "Site / plant the machine belongs to, when known."),
         _f("machine_type", pa.string(), "Machine type (pump, fan, slider, valve ...) from the key; selects the "
