@@ -211,6 +211,9 @@ def test_asking_for_a_level_the_set_lacks_is_refused(legacy_set, tmp_path):
     error_line(run("score", clip, "--models", legacy_set, "--level", "level1"), 2,
                "Error: model set legacy-pump_autoencoder has no level1")
     assert run("score", clip, "--models", legacy_set, "--level", "level2").exit_code == 0
+    error_line(run("explain", clip, "--models", legacy_set, "--level", "level1"), 2,  # the same check as score's
+               "Error: model set legacy-pump_autoencoder has no level1")
+    assert run("explain", clip, "--models", legacy_set, "--level", "level2").exit_code == 0
 
 
 def test_a_torchscript_file_is_named_and_torch_advice_is_not_passed_on(tmp_path):

@@ -89,16 +89,77 @@ class _NoValue(Exception):
     """{"Ref": "AWS::NoValue"}: the property or list item is dropped."""
 
 
+class _Malformed(ValueError):
+    """An intrinsic function whose arguments are not of the shape it takes (`!Join x`): a template
+    mistake, said as one ValueError instead of the TypeError or AttributeError its code tripped on."""
+
+
 # ---------------------------------------------------------------- loading
 
 
 def load_template(path: str | Path) -> dict:
-    """Parse a SAM / CloudFormation template (YAML or JSON) with short tags in their long form."""
-    text = Path(path).read_text(encoding="utf-8")
-    data = _yaml_load(text, path)
+    """Parse a SAM / CloudFormation template (YAML or JSON) with short tags in their long form.
+
+    Its shape is checked here, once, for every part a local invoke reads (see `_check_shape`), so
+    what follows can trust `.get` on them; every ValueError names the file.
+    """
+    data = _yaml_load(_read_text(path), path)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: not a CloudFormation template (top level is not a mapping)")
+    _check_shape(data, path)
     return data
+
+
+def _read_text(path: str | Path) -> str:
+    """The file as UTF-8 text; ValueError naming the file for anything else (a binary given by mistake),
+    where the bare UnicodeDecodeError says which byte but not of which file."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not a UTF-8 text file (byte 0x{exc.object[exc.start]:02x} at offset "
+                         f"{exc.start})") from None
+
+
+#: Template sections a local invoke reads; each, when present, is a mapping of names to mappings.
+_SECTIONS = ("Parameters", "Mappings", "Conditions", "Resources", "Globals")
+
+
+def _check_shape(template: Mapping[str, Any], path: str | Path) -> None:
+    """ValueError `path: ...` for a part a local invoke reads that has not the shape CloudFormation gives
+    it (`Resources: x`, a resource that is a list, Properties that is a string ...): unchecked, each
+    was an AttributeError traceback in whatever read it first. Empty (null) parts count as absent."""
+    for section in _SECTIONS:
+        value = template.get(section)
+        if value is not None and not isinstance(value, dict):
+            raise ValueError(f"{path}: {section} must be a mapping, not {_kind(value)}")
+    for name, parameter in (template.get("Parameters") or {}).items():
+        if parameter is not None and not isinstance(parameter, dict):
+            raise ValueError(f"{path}: parameter {name} must be a mapping (Type, Default ...), not {_kind(parameter)}")
+    for logical_id, resource in (template.get("Resources") or {}).items():
+        if str(logical_id).startswith("Fn::ForEach::"):
+            continue  # AWS::LanguageExtensions loops are lists by design; they hold no function sam local runs
+        if not isinstance(resource, dict):
+            raise ValueError(f"{path}: resource {logical_id} must be a mapping (Type, Properties), not {_kind(resource)}")
+        if not isinstance(resource.get("Type"), str):
+            raise ValueError(f"{path}: resource {logical_id} has no Type (text such as AWS::Serverless::Function)")
+        properties = resource.get("Properties")
+        if properties is not None and not isinstance(properties, dict):
+            raise ValueError(f"{path}: {logical_id}.Properties must be a mapping, not {_kind(properties)}")
+        if resource["Type"] in FUNCTION_TYPES:
+            for key in ("Environment", "ImageConfig"):
+                value = (properties or {}).get(key)
+                if value is not None and not isinstance(value, dict):
+                    raise ValueError(f"{path}: {logical_id}.Properties.{key} must be a mapping, not {_kind(value)}")
+    function_globals = (template.get("Globals") or {}).get("Function")
+    if function_globals is not None and not isinstance(function_globals, dict):
+        raise ValueError(f"{path}: Globals.Function must be a mapping, not {_kind(function_globals)}")
+
+
+def _kind(value: Any) -> str:
+    """`a list`, `the text 'x'`: what a mis-shaped part is, for the message."""
+    if isinstance(value, str):
+        return f"the text {value[:40]!r}"
+    return f"a {type(value).__name__}"
 
 
 def _yaml_load(text: str, path: str | Path = "template") -> Any:
@@ -154,7 +215,7 @@ def load_env_vars(path: str | Path, logical_id: str) -> dict[str, str]:
     section wins over "Parameters".
     """
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(_read_text(path))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(data, dict):
@@ -279,7 +340,7 @@ def load_samconfig(path: str | Path, env: str = "default", command: str = "local
     when the file cannot be parsed.
     """
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path)
     try:
         if path.suffix in (".yaml", ".yml"):
             import yaml
@@ -456,7 +517,13 @@ class _Resolver:
                 method = getattr(self, "fn_" + key[4:].lower(), None)
                 if method is None:
                     raise _Unresolvable(key)
-                return method(arg)
+                try:
+                    return method(arg)
+                except (_Unresolvable, _NoValue, _Malformed):
+                    raise
+                except (TypeError, ValueError, AttributeError, IndexError, KeyError):
+                    shown = repr(arg) if len(repr(arg)) <= 80 else repr(arg)[:77] + "..."
+                    raise _Malformed(f"{key} cannot take {shown}") from None
         return {k: self.resolve(v) for k, v in value.items()}
 
     # -- references

@@ -14,7 +14,7 @@ import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -187,6 +187,8 @@ def load_legacy_state_dict(path: str | Path) -> Autoencoder:
     """
     if is_torchscript_archive(path):
         raise ValueError("this is a TorchScript model, not a legacy state dict")
+    if not _is_torch_save_file(path):
+        raise ValueError("not a file written by torch.save (neither its zip archive nor its pickle format)")
     try:
         with warnings.catch_warnings():  # torch's hints suggest loading untrusted code
             warnings.simplefilter("ignore")
@@ -194,9 +196,48 @@ def load_legacy_state_dict(path: str | Path) -> Autoencoder:
     except pickle.UnpicklingError:
         raise ValueError("it holds Python objects besides tensors; refused, since loading them could run "
                          "code from the file") from None
-    if isinstance(state, dict) and "state_dict" in state:
+    except Exception as exc:  # noqa: BLE001 - in torch.save's format, yet its reader trips: a damaged file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ValueError(f"torch.load cannot read it: damaged or cut short? ({type(exc).__name__}: {first})") from None
+    if isinstance(state, Mapping) and "state_dict" in state:
         state = state["state_dict"]
-    input_dim = int(state["encoder.0.weight"].shape[1])
-    model = Autoencoder(input_dim)
+    model = Autoencoder(_legacy_input_dim(state))
     model.load_state_dict(state)
     return model.eval()
+
+
+def _is_torch_save_file(path: str | Path) -> bool:
+    """Whether `path` is in one of torch.save's formats: a zip archive (torch >= 1.6) or the older pickle
+    stream (protocol 2: it starts with the PROTO opcode). torch.load reads anything else - a WAV handed
+    over by mistake - as a pickle and fails with whatever its unpickler trips on (IndexError ...)."""
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as f:
+        return f.read(1) == pickle.PROTO
+
+
+def _legacy_input_dim(state: object) -> int:
+    """The input width of the autoencoder `state` is a state dict of, after checking it is one: a mapping
+    of tensors with exactly the keys and shapes of `Autoencoder(width)`. ValueError says what it holds
+    instead (a list, a lone tensor, a missing or mis-shaped layer), where load_state_dict or indexing
+    would fail with a TypeError or IndexError that names nothing."""
+    if not isinstance(state, Mapping):
+        raise ValueError(f"it holds a {type(state).__name__}, not a state dict (a mapping of layer names to tensors)")
+    others = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if others:
+        raise ValueError(f"{others[0]!r} is not a tensor (type {type(state[others[0]]).__name__})")
+    first = state.get("encoder.0.weight")
+    if first is None or first.dim() != 2 or first.shape[1] < 1:
+        raise ValueError("it has no 2-D tensor 'encoder.0.weight' (the first layer of the autoencoder)")
+    input_dim = int(first.shape[1])
+    expected = {k: tuple(v.shape) for k, v in Autoencoder(input_dim).state_dict().items()}
+    missing = [k for k in expected if k not in state]
+    unexpected = [str(k) for k in state if k not in expected]
+    if missing or unexpected:
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + \
+                ([f"unexpected {', '.join(unexpected[:3])}{' ...' if len(unexpected) > 3 else ''}"] if unexpected else [])
+        raise ValueError(f"not the layers of the {'-'.join(map(str, HIDDEN_SIZES))} autoencoder: {'; '.join(parts)}")
+    for key, shape in expected.items():
+        if tuple(state[key].shape) != shape:
+            raise ValueError(f"{key} has shape {tuple(state[key].shape)}, expected {shape} for {input_dim} inputs")
+    return input_dim

@@ -7,6 +7,7 @@ Every user mistake ends in one `error: ...` line and a non-zero exit, never a tr
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 import tempfile
@@ -17,7 +18,7 @@ import click
 from signalcraft_core.config import PREFERENCES
 from signalcraft_core.io.keys import KNOWN_MACHINE_TYPES
 from signalcraft_core.local.console import Progress, info
-from signalcraft_core.local.cli.params import Location
+from signalcraft_core.local.cli.params import Location, endpoint_option
 from signalcraft_core.logs import one_line, printable
 
 EXIT_SCORE_ERRORS = 1
@@ -66,7 +67,7 @@ def synth(out: Path, machine_type: str, n_normal: int, n_abnormal: int, seed: in
 @click.argument("data", nargs=-1, required=True, type=Location(exists=True))
 @click.option("--out", "-o", required=True, type=Location(folder=True),
               help="Model folder, or s3://bucket/prefix/ (artifacts first, manifest last).")
-@click.option("--endpoint-url", envvar="AWS_ENDPOINT_URL", help="S3 endpoint for s3:// data or --out (e.g. MinIO).")
+@endpoint_option("S3 endpoint for s3:// data or --out (e.g. MinIO); default: AWS_ENDPOINT_URL.")
 @click.option("--machine-type", "-m", required=True, help="pump, fan, slider, valve, or your own name.")
 @click.option("--profile", "-p", default="default", show_default=True, help="Feature profile (default, seed).")
 @click.option("--epochs", type=click.IntRange(1), default=50, show_default=True)
@@ -211,6 +212,9 @@ def _fmt(value, spec: str) -> str:
 def score(paths: tuple[Path, ...], models: Path | None, machine_type: str | None, level: str | None, fmt: str) -> None:
     """Grade WAV files (or folders of them): one JSON line per input.
 
+    Below a folder, every entry named *.wav is an input, also one that cannot be read (a broken link:
+    an error record, as when named); linked folders are followed, each once.
+
     Exit 0 when every input was graded, 1 when any error record was printed, 2 on usage errors,
     before any output: also a folder without .wav files, a missing or broken --models set, or a
     --level the set has not. A --machine-type without a set of its own is graded with the set
@@ -221,36 +225,26 @@ def score(paths: tuple[Path, ...], models: Path | None, machine_type: str | None
       signalcraft score recordings/*.wav --models models/pump --format table
     """
     from signalcraft_core.config import Settings
-    from signalcraft_core.errors import ModelError
     from signalcraft_core.io.events import ObjectRef
-    from signalcraft_core.models.model_store import ModelStore
     from signalcraft_core.pipeline.grade import grade_with_scores
 
+    settings = Settings(preference=level)
     inputs: list[Path] = []
     for p in paths:
         if not p.is_dir():
             inputs.append(p)  # a missing or unreadable file is an error record, graded like any input
             continue
-        found = sorted(q for q in p.rglob("*") if q.suffix.lower() == ".wav" and q.is_file())
+        found = recordings_under(p, settings.suffixes)
         if not found:  # nothing to grade is the user's mistake, not an input that failed (no record to print)
-            raise click.BadParameter(f"folder {p} holds no .wav files", param_hint="'PATHS...'")
+            raise click.BadParameter(f"folder {p} holds no {'/'.join(settings.suffixes)} files",
+                                     param_hint="'PATHS...'")
         inputs.extend(found)
-    # Resolve every input's model set first: a missing or broken set fails before any output, as a usage
-    # error (exit 2): exit 1 promises error records on stdout, and there are none.
-    try:
-        store = ModelStore(models)
-        model_sets = {id(s): s for s in (store.for_path(str(path), machine_type) for path in inputs)}.values()
-    except ModelError as exc:
-        raise click.BadParameter(exc.message, param_hint="'--models' / '-M'") from None
-    for model_set in model_sets:  # --level asks for one level: grading with the other would be silent
-        if level in ("level1", "level2") and not getattr(model_set, f"has_{level}"):
-            raise click.UsageError(f"model set {model_set.name} has no {level}")
+    store, model_sets = resolve_model_sets(models, inputs, machine_type, level)
     if machine_type:  # one set grades every input; a custom type may have its own, so a warning, not a refusal
         chosen = next(iter(model_sets))
         if machine_type not in (chosen.set_name, chosen.machine_type):
             click.echo(f"Warning: no model set for machine type {machine_type!r} under {store.uri}: "
                        f"graded with {chosen.name}", err=True)
-    settings = Settings(preference=level)
     any_error = False
     if fmt == "table":
         click.echo(f"{'grade':<9} {'score':>6} {'L1':>6} {'L2':>6}  {'rules':<24} source")
@@ -261,15 +255,68 @@ def score(paths: tuple[Path, ...], models: Path | None, machine_type: str | None
             any_error |= result.status != "ok"
             if fmt == "json":
                 click.echo(json.dumps(_score_json(record, result)))
-            elif result.status == "ok":
+            elif result.status == "ok":  # one line per input: a newline in a file name is escaped, as in JSON
                 click.echo(f"{result.grade:<9} {result.score:>6.1f} {_fmt(result.level1_score, '6.1f'):>6} "
                            f"{_fmt(result.level2_score, '6.1f'):>6}  {','.join(result.level1_rules) or '-':<24} "
-                           f"{record.key}")
+                           f"{printable(record.key)}")
             else:
-                click.echo(f"{'ERROR':<9} {'-':>6} {'-':>6} {'-':>6}  {result.error_code:<24} {record.key}: "
-                           f"{result.error_message}")
+                click.echo(f"{'ERROR':<9} {'-':>6} {'-':>6} {'-':>6}  {result.error_code:<24} {printable(record.key)}: "
+                           f"{printable(result.error_message)}")
     if any_error:
         sys.exit(EXIT_SCORE_ERRORS)
+
+
+def recordings_under(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """Every entry below `folder` whose name ends with one of `suffixes`, whatever it is, sorted.
+
+    A broken link or a FIFO named `x.wav` is an input like a file, so it gets the error record the
+    grading path gives it when named directly ("not a regular file", not_found), instead of being
+    skipped while the exit code says everything was graded. Linked folders are followed, each real
+    folder once, so a link to an ancestor cannot recurse forever. A folder that cannot be listed is
+    refused before any output: its recordings would get no record.
+    """
+    wanted = tuple(s.lower() for s in suffixes)
+    found: list[Path] = []
+    seen: set[str] = set()
+    pending = [folder]
+    while pending:
+        current = pending.pop()
+        real = os.path.realpath(current)
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            with os.scandir(current) as entries:
+                for entry in entries:
+                    if entry.is_dir():  # follows links; False for a broken one
+                        pending.append(Path(entry.path))
+                    elif entry.name.lower().endswith(wanted):
+                        found.append(Path(entry.path))
+        except OSError as exc:
+            raise click.BadParameter(f"cannot list folder {printable(current)}: {exc.strerror or exc}",
+                                     param_hint="'PATHS...'") from None
+    return sorted(found)
+
+
+def resolve_model_sets(models: Path | None, inputs: list[Path], machine_type: str | None, level: str | None):
+    """(store, model sets) grading `inputs`, checked before any output; shared by `score` and `explain`.
+
+    A missing or broken set is a usage error (exit 2): exit 1 promises error records on stdout, and
+    there are none. A --level the set has not is refused too: grading with the other level would be
+    silent.
+    """
+    from signalcraft_core.errors import ModelError
+    from signalcraft_core.models.model_store import ModelStore
+
+    try:
+        store = ModelStore(models)
+        model_sets = list({id(s): s for s in (store.for_path(str(path), machine_type) for path in inputs)}.values())
+    except ModelError as exc:
+        raise click.BadParameter(exc.message, param_hint="'--models' / '-M'") from None
+    for model_set in model_sets:
+        if level in ("level1", "level2") and not getattr(model_set, f"has_{level}"):
+            raise click.UsageError(f"model set {model_set.name} has no {level}")
+    return store, model_sets
 
 
 @click.command("import-legacy")

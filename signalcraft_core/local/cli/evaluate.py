@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from signalcraft_core.local.cli.params import Location
 from signalcraft_core.local.console import Progress, info
 
 PATH_OPTIONS = ("--normal", "--anomalous", "--train")
@@ -81,7 +82,8 @@ def _load(files: list[Path], what: str, progress, quiet: bool) -> list:
 @click.option("--epochs", type=click.IntRange(1), help="Autoencoder epochs (default: the training default).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
               help="What goes to stdout.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the JSON report here.")
+@click.option("--json", "json_path", help="Also write the JSON report here (missing folders are made).",
+              type=Location(file=True, path_type=Path, s3_refusal="evaluate writes a local file only"))
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or status lines.")
 def evaluate(normal: tuple[Path, ...], anomalous: tuple[Path, ...], train: tuple[Path, ...], profile: str,
              machine_type: str, folds: int, repeats: int, seed: int, epochs: int | None, fmt: str,

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from signalcraft_core.config import PREFERENCES
-from signalcraft_core.local.cli.params import Location
+from signalcraft_core.local.cli.params import Location, endpoint_option
 from signalcraft_core.local.console import info
 
 PLOT_HINT = "plots need matplotlib, which is not installed: pip install 'signalcraft-scoring[plot]'"
@@ -102,10 +102,10 @@ def _day(value: datetime | None) -> date | None:
               help="Grade records: a local folder (or Parquet file) or an S3 prefix.")
 @click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), metavar="YYYY-MM-DD", help="Only this UTC day (the dt= partition).")
 @click.option("--since", type=click.DateTime(["%Y-%m-%d"]), metavar="YYYY-MM-DD", help="Only records from this UTC day on.")
-@click.option("--html", "html_out", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--html", "html_out", type=Location(file=True, path_type=Path, s3_refusal="report writes a local file only"),
               help="Also write a self-contained HTML report with plots (needs the `plot` extra).")
 @click.option("--top", type=click.IntRange(1), default=10, show_default=True, help="How many worst recordings to list.")
-@click.option("--endpoint-url", help="S3-compatible endpoint (MinIO ...); default: AWS_ENDPOINT_URL, else AWS.")
+@endpoint_option("S3-compatible endpoint (MinIO ...); default: AWS_ENDPOINT_URL, else AWS.")
 @click.option("--quiet", "-q", is_flag=True, help="No status lines; with --html, no terminal summary either.")
 def report(grades: str, day: datetime | None, since: datetime | None, html_out: Path | None, top: int,
            endpoint_url: str | None, quiet: bool) -> None:
@@ -166,7 +166,7 @@ def _recordings_bucket(table) -> str | None:
 @click.option("--machine-type", "-m", help="Pick this type's model set from a model root (default: from the path).")
 @click.option("--level", type=click.Choice(PREFERENCES),
               help="Which level decides the grade (default: the manifest's).")
-@click.option("--png", "png_out", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--png", "png_out", type=Location(file=True, path_type=Path, s3_refusal="explain writes a local file only"),
               help="Write one image: log-mel, per-band error, rules, grade (needs the `plot` extra).")
 @click.option("--quiet", "-q", is_flag=True, help="No status lines; with --png, no terminal text either.")
 def explain(file: Path, models: Path | None, machine_type: str | None, level: str | None, png_out: Path | None,
@@ -184,11 +184,11 @@ def explain(file: Path, models: Path | None, machine_type: str | None, level: st
         render_png,
     )
     from signalcraft_core.io.audio import read_wav
-    from signalcraft_core.models.model_store import ModelStore
+    from signalcraft_core.local.cli.core import resolve_model_sets
 
     if png_out is not None:
         _require_matplotlib()
-    model_set = ModelStore(models).for_path(str(file), machine_type)
+    _, (model_set,) = resolve_model_sets(models, [file], machine_type, level)  # score's checks, before any work
     explanation = explain_audio(model_set, read_wav(file), source=file.name, preference=level)
     if not (quiet and png_out is not None):
         click.echo(format_explanation(explanation), nl=False)

@@ -22,6 +22,7 @@ from click.core import ParameterSource
 
 from signalcraft_core.config import PREFERENCES, SWEEP_MODES
 from signalcraft_core.errors import ErrorCode, ModelError, StorageError
+from signalcraft_core.local.cli.params import BucketName, endpoint_option
 from signalcraft_core.local.console import Progress, info
 from signalcraft_core.local.invoke import (
     FUNCTIONS,
@@ -32,11 +33,6 @@ from signalcraft_core.local.invoke import (
 
 DEFAULT_RECORDINGS_BUCKET = "signalcraft-recordings"
 DEFAULT_GRADES_BUCKET = "signalcraft-grades"
-
-
-def _endpoint_option(f):
-    return click.option("--endpoint-url", envvar="AWS_ENDPOINT_URL",
-                        help="S3 endpoint, e.g. http://localhost:9000 for MinIO (default: boto3's chain).")(f)
 
 
 @click.group()
@@ -112,7 +108,7 @@ def _warn(message: str) -> None:
               help="SAM config file, relative to the template's folder.")
 @click.option("--config-env", default="default", show_default=True, help="Environment in the config file.")
 @click.option("--debug", is_flag=True, envvar="SAM_DEBUG", help="Debug logging (handler LOG_LEVEL=DEBUG, and what was resolved).")
-@_endpoint_option
+@endpoint_option()
 def local_invoke(function_id: str, event_path: Path | None, template_path: Path, env_vars: Path | None,
                  parameter_overrides: tuple[tuple[str, ...], ...], region: str | None, profile: str | None,
                  log_file: Path | None, config_file: str, config_env: str, debug: bool,
@@ -154,13 +150,17 @@ def local_invoke(function_id: str, event_path: Path | None, template_path: Path,
     say(f"config: {config.get('__file__', 'none')} [{config_env}]"
         + (f", using {', '.join(k for k in SAMCONFIG_KEYS if k in config)}" if config else ""))
 
-    try:
+    try:  # messages of these two name their source (the override, the template file) themselves
         raw = options["parameter_overrides"]
         words = [w for group in raw for w in group] if isinstance(raw, tuple) else raw
         overrides = parse_parameter_overrides(words)
-        spec = function_spec(load_template(template_path), function_id, overrides, region=region)
+        template = load_template(template_path)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+    try:
+        spec = function_spec(template, function_id, overrides, region=region)
+    except ValueError as exc:  # a function or parameter the template lacks or refuses: say which template
+        raise click.ClickException(f"{template_path}: {exc}") from None
     say(f"parameters: {', '.join(f'{k}={v}' for k, v in overrides.items()) or 'defaults'}")
 
     # SAM's order: template value, then the shell's value of a declared variable, then --env-vars.
@@ -289,7 +289,8 @@ def one_line_errors(label: str) -> Iterator[None]:
 
 
 def _not_empty(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    """An empty bucket or key makes an event no handler can act on: refused here, not in the handler."""
+    """An empty key makes an event no handler can act on: refused here, not in the handler (the bucket's
+    name is checked by its type, BucketName)."""
     if not value:
         raise click.BadParameter("must not be empty")
     return value
@@ -299,7 +300,7 @@ def _not_empty(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.argument("service", type=click.Choice(["s3"]), metavar="SERVICE")
 @click.argument("kind", type=click.Choice(["put", "eventbridge", "schedule", "sqs", "minio", "map-batch"]),
                 metavar="KIND")
-@click.option("--bucket", default=DEFAULT_RECORDINGS_BUCKET, show_default=True, callback=_not_empty)
+@click.option("--bucket", default=DEFAULT_RECORDINGS_BUCKET, show_default=True, type=BucketName())
 @click.option("--key", default="site-a/pump/id_00/00000000.wav", show_default=True, callback=_not_empty)
 @click.option("--prefix", default="", help="For schedule / map-batch.")
 @click.option("--date", type=click.DateTime(["%Y-%m-%d"]), metavar="YYYY-MM-DD", help="Event day (schedule: the day swept).")
@@ -335,12 +336,13 @@ def _output_options(f):
     f = click.option("--level", type=click.Choice(PREFERENCES), help="MODEL_PREFERENCE.")(f)
     f = click.option("--models", envvar="MODEL_URI", help="MODEL_URI: s3://bucket/prefix/ or a folder (default: packaged models/).")(f)
     f = click.option("--output-prefix", default="grades/", show_default=True)(f)
-    f = click.option("--output-bucket", envvar="OUTPUT_BUCKET", default=DEFAULT_GRADES_BUCKET, show_default=True)(f)
-    return _endpoint_option(f)
+    f = click.option("--output-bucket", envvar="OUTPUT_BUCKET", default=DEFAULT_GRADES_BUCKET, show_default=True,
+                     type=BucketName("--output-prefix"))(f)
+    return endpoint_option()(f)
 
 
 @click.command()
-@click.option("--bucket", required=True, help="Recordings bucket to sweep.")
+@click.option("--bucket", required=True, type=BucketName("--prefix"), help="Recordings bucket to sweep.")
 @click.option("--prefix", default="", help="Key prefix to sweep.")
 @click.option("--mode", type=click.Choice(SWEEP_MODES), default=SWEEP_MODES[0], show_default=True,
               help="incremental: what is new since the last sweep and what failed transiently; "
@@ -372,7 +374,7 @@ def sweep(bucket: str, prefix: str, mode: str, quiet: bool, endpoint_url: str | 
 
 
 @click.command()
-@click.option("--bucket", required=True)
+@click.option("--bucket", required=True, type=BucketName("--prefix"), help="Recordings bucket to watch.")
 @click.option("--prefix", default="")
 @click.option("--interval", type=click.FloatRange(0.1), default=5.0, show_default=True, help="Seconds between polls.")
 @click.option("--once", is_flag=True, help="Grade what is new now, then exit.")
@@ -483,7 +485,7 @@ def _flag_beats_environment(token: str | None, token_file: str | None) -> tuple[
                    "SIGNALCRAFT_WEBHOOK_TOKEN, a token is made in ~/.signalcraft/webhook-token and kept there.")
 @click.option("--auth-token", envvar="SIGNALCRAFT_WEBHOOK_TOKEN", metavar="TOKEN",
               help="The shared secret itself (env SIGNALCRAFT_WEBHOOK_TOKEN; a flag shows in the process list).")
-@click.option("--bucket", "buckets", multiple=True, envvar="SIGNALCRAFT_WEBHOOK_BUCKETS",
+@click.option("--bucket", "buckets", multiple=True, envvar="SIGNALCRAFT_WEBHOOK_BUCKETS", type=BucketName(),
               default=(DEFAULT_RECORDINGS_BUCKET,), show_default=True,
               help="Bucket whose notifications are graded (repeatable; env SIGNALCRAFT_WEBHOOK_BUCKETS, "
                    "space-separated); others are answered 403.")
@@ -533,7 +535,7 @@ def minio_listener(port: int, host: str, auth_token_file: str | None, auth_token
 
 
 @click.command()
-@_endpoint_option
+@endpoint_option()
 @click.option("--clips", type=click.IntRange(1, 50), default=3, show_default=True, help="Normal clips per machine (plus 1 abnormal).")
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--models", help="MODEL_URI (default: the packaged models/).")
