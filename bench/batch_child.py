@@ -84,9 +84,10 @@ def _breakdown(paths: list[Path], batch: int) -> dict:
     from signalcraft_core.models.level1 import iforest_raw_score
     from signalcraft_core.models.level2 import score_level2
     from signalcraft_core.models.model_store import ModelStore
-    from signalcraft_core.pipeline.score import limit_blas_threads, score_audio
+    from signalcraft_core.pipeline.score import limit_blas_threads, score_audio, tune_malloc
 
     limit_blas_threads()
+    tune_malloc()   # the stages' temporaries reused as in production (score_audio tunes it too, later)
     model_set = ModelStore().get("default")
     measurements = rule_measurements(model_set)
     stages = dict.fromkeys(("read", "decode", "stft", "log_mel", "descriptors", "rules", "forest", "autoencoder",
@@ -164,9 +165,10 @@ def _featurise(paths: list[Path], threads: int) -> dict:
     from signalcraft_core.dsp.features import get_profile
     from signalcraft_core.dsp.inputs import featurise
     from signalcraft_core.io.audio import decode_wav
-    from signalcraft_core.pipeline.score import limit_blas_threads
+    from signalcraft_core.pipeline.score import limit_blas_threads, tune_malloc
 
     limit_blas_threads()
+    tune_malloc()   # as score_audio does: untuned, both threads page-fault fresh temporaries and serialise there
     signals = [decode_wav(p.read_bytes()).samples for p in paths[:16]]
     profile = get_profile("default")
     before = peak_rss_mib()
