@@ -157,6 +157,7 @@ class FaultProxy:
         self._log: list[RequestEntry] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._connections = 0
 
     # -- life cycle ---------------------------------------------------------------------------------
     def start(self) -> "FaultProxy":
@@ -226,6 +227,16 @@ class FaultProxy:
             return list(self._log)
 
     @property
+    def connections(self) -> int:
+        """Client connections accepted so far (the proxy keeps each alive, as S3 does)."""
+        with self._lock:
+            return self._connections
+
+    def _connected(self) -> None:
+        with self._lock:
+            self._connections += 1
+
+    @property
     def requests(self) -> int:
         with self._lock:
             return len(self._log)
@@ -273,6 +284,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         self._handle()
 
     do_HEAD = do_PUT = do_POST = do_DELETE = do_GET
+
+    def setup(self) -> None:
+        super().setup()
+        self.owner._connected()
 
     def finish(self) -> None:
         try:
