@@ -342,3 +342,31 @@ def test_the_state_machine_compaction_step_advances_the_sweep_state(fleet):
 
     state = load_state(s3, grades, recordings, "site-a/")
     assert state.watermark is not None and state.watermark.isoformat() == step["watermark"] and state.retry == []
+
+
+@pytest.mark.parametrize("others", [0, 3], ids=["one ref, fetched inline", "four refs, on the pool"])
+def test_a_download_that_fails_unexpectedly_is_one_error_record_and_the_rest_grade(fleet, others):
+    """A client failure that is no botocore error (a bug in a hook, a library) still yields its record."""
+    from signalcraft_core.io.events import ObjectRef
+    from signalcraft_core.pipeline.grade import grade_objects
+
+    s3, recordings, _grades = fleet
+    keys = [f"site-a/pump/id_00/{n:03d}.wav" for n in range(others + 1)]
+    for n, key in enumerate(keys):
+        s3.put_object(Bucket=recordings, Key=key, Body=clip(n))
+    broken = keys[0]
+    rt = runtime.get_runtime()
+
+    def fail(params, **_):
+        if params.get("Key") == broken:
+            raise RuntimeError("a bug below the client")
+
+    rt.client.meta.events.register("before-parameter-build.s3.GetObject", fail)
+    try:
+        records = grade_objects([ObjectRef(bucket=recordings, key=k) for k in keys], rt.client, rt.store, rt.config)
+    finally:
+        rt.client.meta.events.unregister("before-parameter-build.s3.GetObject", fail)
+    assert [r.key for r in records] == keys
+    assert (records[0].status, records[0].error_code) == ("error", "storage_error")
+    assert "RuntimeError" in records[0].error_message
+    assert [r.status for r in records[1:]] == ["ok"] * others

@@ -6,15 +6,16 @@ object-store latency overlaps with scoring; clips are scored in batches per mode
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
 import stat
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from signalcraft_core.config import Settings
 from signalcraft_core.errors import (
@@ -328,6 +329,21 @@ def to_record(ref: ObjectRef, result: ClipScore, model_set: Any, key_info: Any, 
     )
 
 
+class _Inline(contextlib.AbstractContextManager):
+    """The one `submit` of ThreadPoolExecutor grade_with_scores uses, run at once on the calling thread."""
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed on, as a pool thread's failure would be
+            future.set_exception(exc)
+        return future
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
 def grade_objects(refs: Sequence[ObjectRef], client: Any, store: ModelStore, config: Settings) -> list[GradeRecord]:
     """One record per ref, in order (see `grade_with_scores`)."""
     return [record for record, _score in grade_with_scores(refs, client, store, config)]
@@ -396,7 +412,8 @@ def grade_with_scores(refs: Sequence[ObjectRef], client: Any, store: ModelStore,
 
     outstanding = len(refs)
     batch: list[tuple[int, tuple[ObjectRef, Any, Any]]] = []
-    with ThreadPoolExecutor(max_workers=max(1, min(config.io_threads, len(refs)))) as pool:
+    # One ref (an upload event): fetched on this thread; starting a pool thread per event cost ~1 ms.
+    with ThreadPoolExecutor(max_workers=min(config.io_threads, len(refs))) if len(refs) > 1 else _Inline() as pool:
         for i, ref in enumerate(refs):
             pool.submit(_fetch, client, ref, config, budget).add_done_callback(lambda f, i=i: finished(i, f))
         while outstanding or batch:
