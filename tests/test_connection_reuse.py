@@ -7,14 +7,13 @@ patched: the handlers talk to the proxy over real HTTP with their own cached cli
 
 from __future__ import annotations
 
-from urllib.parse import quote_plus
-
 import pytest
 from faultproxy import FaultProxy
 from handler_env import clip, configure_handlers
 
 from handlers import fleet_sweep, score_upload
 from signalcraft_core.io.objects import s3_client
+from signalcraft_core.local.sample_events import generate_event
 from signalcraft_core.pipeline import runtime
 
 
@@ -31,20 +30,13 @@ def proxied(s3_server, make_bucket, monkeypatch):
             runtime.reset()
 
 
-def _event(bucket: str, key: str, etag: str, size: int) -> dict:
-    return {"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
-                         "eventTime": "2024-05-08T08:00:00.000Z", "eventName": "ObjectCreated:Put",
-                         "s3": {"bucket": {"name": bucket},
-                                "object": {"key": quote_plus(key), "eTag": etag, "size": size}}}]}
-
-
 def test_warm_upload_events_reuse_one_connection(proxied) -> None:
     s3, proxy, recordings, _grades = proxied
     events = []
     for i in range(4):
         key, body = f"site-a/pump/id_00/{i:03d}.wav", clip(i)
         etag = s3.put_object(Bucket=recordings, Key=key, Body=body)["ETag"].strip('"')
-        events.append(_event(recordings, key, etag, len(body)))
+        events.append(generate_event("s3-put", recordings, key, size=len(body), etag=etag))
     for event in events:
         result = score_upload.handler(event)
         assert result["records"] == 1 and result["written"], result

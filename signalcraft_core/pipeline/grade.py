@@ -413,7 +413,8 @@ def grade_with_scores(refs: Sequence[ObjectRef], client: Any, store: ModelStore,
     outstanding = len(refs)
     batch: list[tuple[int, tuple[ObjectRef, Any, Any]]] = []
     # One ref (an upload event): fetched on this thread; starting a pool thread per event cost ~1 ms.
-    with ThreadPoolExecutor(max_workers=min(config.io_threads, len(refs))) if len(refs) > 1 else _Inline() as pool:
+    pool = ThreadPoolExecutor(max_workers=min(config.io_threads, len(refs))) if len(refs) > 1 else _Inline()
+    with pool:
         for i, ref in enumerate(refs):
             pool.submit(_fetch, client, ref, config, budget).add_done_callback(lambda f, i=i: finished(i, f))
         while outstanding or batch:
